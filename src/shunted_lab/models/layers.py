@@ -1,0 +1,74 @@
+"""Small helpers shared by the token mixers and FFNs."""
+
+import importlib
+
+import torch
+from torch import nn
+
+
+def check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; expected one of {sorted(allowed)}")
+
+
+def head_dim(dim: int, num_heads: int) -> int:
+    if num_heads < 1 or dim % num_heads:
+        raise ValueError(f"num_heads={num_heads} must be >= 1 and divide dim={dim}")
+    return dim // num_heads
+
+
+def to_map(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(B, N, C) tokens in row-major order -> (B, C, H, W)."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *hw)
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+class DWConv(nn.Module):
+    """Depth-wise 3x3 conv over a token map (module path `dwconv.dwconv` as in the official release)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        return to_tokens(self.dwconv(to_map(x, hw)))
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, N, C) -> (B, heads, N, C // heads); channels are head-major, as in every reference model."""
+    B, N, C = x.shape
+    return x.view(B, N, num_heads, C // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, N, d) -> (B, N, heads * d)."""
+    B, h, N, d = x.shape
+    return x.transpose(1, 2).reshape(B, N, h * d)
+
+
+def check_map_size(hw: tuple[int, int], ratio: int) -> None:
+    if hw[0] < ratio or hw[1] < ratio:
+        raise ValueError(
+            f"token map {hw[0]}x{hw[1]} is smaller than sr_ratio={ratio}; use a larger input or a smaller sr_ratio"
+        )
+
+
+def resolve_variant(key: str, name, registry: dict):
+    """A registered name, a class, or a dotted import path `package.module.Class`."""
+    if isinstance(name, type):
+        return name
+    if name in registry:
+        return registry[name]
+    module, _, attr = str(name).rpartition(".")
+    if module:
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            pass
+    raise ValueError(
+        f"{key}={name!r} is not allowed; expected one of {sorted(registry)} or an importable 'module.Class'"
+    )

@@ -1,0 +1,60 @@
+"""PVT's spatial-reduction attention: queries on all tokens, keys/values from a reduced map.
+
+`linear=False` is PVTv1/v2 SRA (conv with kernel = stride = sr_ratio, then LayerNorm);
+`linear=True` is PVTv2-li (adaptive average pool to 7x7, 1x1 conv, LayerNorm, GELU), whose cost
+no longer grows with the square of the token count.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import check_map_size, head_dim, merge_heads, split_heads, to_map, to_tokens
+
+
+class SpatialReductionAttention(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        sr_ratio: int = 1,
+        linear: bool = False,
+    ):
+        super().__init__()
+        head_dim(dim, num_heads)
+        if not isinstance(sr_ratio, int) or sr_ratio < 1:
+            raise ValueError(f"sr_ratio={sr_ratio!r} is not allowed for pvt attention; expected an integer >= 1")
+        self.num_heads = num_heads
+        self.attn_drop = attn_drop
+        self.sr_ratio = 1 if linear else sr_ratio
+        self.linear = linear
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        if linear:
+            self.pool = nn.AdaptiveAvgPool2d(7)
+            self.sr = nn.Conv2d(dim, dim, 1)
+            self.norm = nn.LayerNorm(dim)
+            self.act = nn.GELU()
+        elif sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+
+    def reduce(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        if self.linear:
+            return self.act(self.norm(to_tokens(self.sr(self.pool(to_map(x, hw))))))
+        if self.sr_ratio > 1:
+            check_map_size(hw, self.sr_ratio)
+            return self.norm(to_tokens(self.sr(to_map(x, hw))))
+        return x
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        B, N, C = x.shape
+        q = split_heads(self.q(x), self.num_heads)
+        k, v = self.kv(self.reduce(x, hw)).view(B, -1, 2, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(merge_heads(x)))

@@ -1,0 +1,87 @@
+"""Shunted self-attention (Ren et al., CVPR 2022), the seed's formulation on fused kernels.
+
+With sr_ratio r > 1 the heads split into two halves: the first attends to keys/values aggregated
+at rate r, the second at rate r / 2, so one layer sees two scales. Each branch aggregates tokens
+with a strided conv -> LayerNorm -> GELU -> Linear whose output is laid out [K | V], and adds a
+depth-wise 3x3 conv of V to V before attention (local enhancement). With r = 1 it is ordinary
+attention, with the depth-wise conv of V added after attention.
+
+Map sides not divisible by the rate are rounded down by the strided convs, exactly as in the
+official code: the last rows/columns do not enter the aggregated K/V (queries still cover them).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import check_map_size, head_dim, merge_heads, split_heads, to_map, to_tokens
+
+
+class ShuntedAttention(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        sr_ratio: int = 1,
+    ):
+        super().__init__()
+        head_dim(dim, num_heads)
+        if not isinstance(sr_ratio, int) or not (sr_ratio == 1 or (sr_ratio >= 2 and sr_ratio % 2 == 0)):
+            raise ValueError(
+                f"sr_ratio={sr_ratio!r} is not allowed for shunted attention; expected 1 or an even integer >= 2"
+            )
+        if sr_ratio > 1 and num_heads % 2:
+            raise ValueError(
+                f"num_heads={num_heads} is not allowed for shunted attention with sr_ratio={sr_ratio}; "
+                "expected an even number (the heads split into two scales)"
+            )
+        self.num_heads = num_heads
+        self.sr_ratio = sr_ratio
+        self.attn_drop = attn_drop
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        if sr_ratio > 1:
+            self.act = nn.GELU()
+            self.sr1 = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
+            self.norm1 = nn.LayerNorm(dim)
+            self.sr2 = nn.Conv2d(dim, dim, sr_ratio // 2, sr_ratio // 2)
+            self.norm2 = nn.LayerNorm(dim)
+            self.kv1 = nn.Linear(dim, dim, bias=qkv_bias)
+            self.kv2 = nn.Linear(dim, dim, bias=qkv_bias)
+            self.local_conv1 = nn.Conv2d(dim // 2, dim // 2, 3, 1, 1, groups=dim // 2)
+            self.local_conv2 = nn.Conv2d(dim // 2, dim // 2, 3, 1, 1, groups=dim // 2)
+        else:
+            self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+            self.local_conv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        heads = q.shape[1]
+        return F.scaled_dot_product_attention(
+            q, split_heads(k, heads), split_heads(v, heads), dropout_p=self.attn_drop if self.training else 0.0
+        )
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        q = split_heads(self.q(x), self.num_heads)
+        if self.sr_ratio == 1:
+            k, v = self.kv(x).chunk(2, dim=-1)
+            x = merge_heads(self.attend(q, k, v)) + to_tokens(self.local_conv(to_map(v, hw)))
+            return self.proj_drop(self.proj(x))
+
+        check_map_size(hw, self.sr_ratio)
+        x_map = to_map(x, hw)
+        half = self.num_heads // 2
+        branches = (
+            (q[:, :half], self.sr1, self.norm1, self.kv1, self.local_conv1),
+            (q[:, half:], self.sr2, self.norm2, self.kv2, self.local_conv2),
+        )
+        outs = []
+        for q_half, sr, norm, kv, local_conv in branches:
+            reduced = sr(x_map)
+            k, v = kv(self.act(norm(to_tokens(reduced)))).chunk(2, dim=-1)
+            v = v + to_tokens(local_conv(to_map(v, reduced.shape[-2:])))
+            outs.append(self.attend(q_half, k, v))
+        return self.proj_drop(self.proj(merge_heads(torch.cat(outs, dim=1))))

@@ -1,0 +1,102 @@
+"""Swin's window attention: attention inside non-overlapping windows with a learned relative
+position bias; blocks built with `shift=True` roll the map by half a window first, so that
+information crosses window borders from one block to the next.
+
+Maps that are not a multiple of the window are padded at the bottom/right; padded tokens are
+masked out as keys (a padded query still sees itself, so no softmax row is empty). Shifting is
+skipped when one window already covers a side of the map, as in Swin.
+"""
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from torch import nn
+
+from ..layers import head_dim
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+def partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, Hp, Wp, C) -> (B, num_windows, window * window, C)."""
+    B, H, W, C = x.shape
+    x = x.view(B, H // window, window, W // window, window, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(B, -1, window * window, C)
+
+
+class ShiftedWindowAttention(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        window_size: int = 7,
+        shift: bool = False,
+    ):
+        super().__init__()
+        head_dim(dim, num_heads)
+        if not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(f"window_size={window_size!r} is not allowed for swin attention; expected an integer >= 1")
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.shift = shift
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
+
+    def attention_bias(self, hw: tuple[int, int], padded: tuple[int, int], shift: int) -> torch.Tensor:
+        """(1, windows * heads, L, L): relative position bias plus -inf where a query must not see a key."""
+        ws, device = self.window_size, self.relative_position_bias_table.device
+        L = ws * ws
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(L, L, -1).permute(2, 0, 1)  # heads, L, L
+        num_windows = (padded[0] // ws) * (padded[1] // ws)
+        if not shift and padded == tuple(hw):
+            return bias.repeat(num_windows, 1, 1).unsqueeze(0)
+        # Label each position with its shift region (Swin's mask) and whether it is padding.
+        region = torch.zeros(padded, device=device)
+        if shift:
+            cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
+            for i, hs in enumerate(cuts):
+                for j, wsl in enumerate(cuts):
+                    region[hs, wsl] = 3 * i + j
+        valid = torch.zeros(padded, dtype=torch.bool, device=device)
+        valid[: hw[0], : hw[1]] = True
+        valid = torch.roll(valid, (-shift, -shift), dims=(0, 1))
+        region = partition(region[None, ..., None], ws)[0, ..., 0]  # windows, L
+        valid = partition(valid[None, ..., None], ws)[0, ..., 0]
+        allowed = (region[:, :, None] == region[:, None, :]) & valid[:, None, :]
+        allowed |= torch.eye(L, dtype=torch.bool, device=device)
+        mask = torch.zeros(allowed.shape, device=device).masked_fill(~allowed, float("-inf"))
+        return (mask[:, None] + bias[None]).flatten(0, 1).unsqueeze(0)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        B, N, C = x.shape
+        H, W = hw
+        ws, heads = self.window_size, self.num_heads
+        shift = ws // 2 if self.shift and min(H, W) > ws else 0
+        Hp, Wp = H + (-H) % ws, W + (-W) % ws
+        x = F.pad(x.view(B, H, W, C), (0, 0, 0, Wp - W, 0, Hp - H))
+        if shift:
+            x = torch.roll(x, (-shift, -shift), dims=(1, 2))
+        windows = partition(x, ws)
+        nw, L = windows.shape[1], windows.shape[2]
+        # Windows and heads share one batch axis so that SDPA sees 4-D q/k/v and one broadcast mask.
+        q, k, v = self.qkv(windows).view(B, nw, L, 3, heads, -1).permute(3, 0, 1, 4, 2, 5).flatten(2, 3)
+        mask = self.attention_bias(hw, (Hp, Wp), shift).to(q.dtype)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0)
+        x = x.view(B, Hp // ws, Wp // ws, heads, ws, ws, -1).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Hp, Wp, C)
+        if shift:
+            x = torch.roll(x, (shift, shift), dims=(1, 2))
+        x = x[:, :H, :W].reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
