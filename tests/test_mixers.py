@@ -1,0 +1,194 @@
+"""Each token mixer and FFN against a plain formulation written here: explicit softmax(QK^T / sqrt(d)) V."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shunted_lab.models import FFNS, build_mixer
+from shunted_lab.models.mixers import (
+    GlobalAttention,
+    ShiftedWindowAttention,
+    ShuntedAttention,
+    SpatialReductionAttention,
+)
+from shunted_lab.models.reference import Attention as SeedAttention
+from shunted_lab.models.reference import Mlp as SeedMlp
+
+
+def explicit_attention(q, k, v, bias=None):
+    """q (B, h, N, d), k/v (B, h, M, d); bias broadcastable to (B, h, N, M)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if bias is not None:
+        scores = scores + bias
+    return scores.softmax(-1) @ v
+
+
+def heads(x, h):
+    B, N, C = x.shape
+    return x.reshape(B, N, h, C // h).permute(0, 2, 1, 3)
+
+
+def unheads(x):
+    B, h, N, d = x.shape
+    return x.permute(0, 2, 1, 3).reshape(B, N, h * d)
+
+
+def randomize(module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, 0.2)
+    return module.eval()
+
+
+def assert_close(a, b, rtol=1e-5):
+    assert a.shape == b.shape
+    assert (a - b).abs().max() <= rtol * b.abs().max() + 1e-6
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (6, 10)])
+def test_global_attention_matches_explicit(hw):
+    m = randomize(GlobalAttention(32, 4))
+    x = torch.randn(2, hw[0] * hw[1], 32)
+    q, k, v = m.qkv(x).chunk(3, dim=-1)
+    expected = m.proj(unheads(explicit_attention(heads(q, 4), heads(k, 4), heads(v, 4))))
+    assert_close(m(x, hw), expected)
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (9, 7)])
+@pytest.mark.parametrize("linear", [False, True])
+def test_spatial_reduction_attention_matches_explicit(hw, linear):
+    m = randomize(SpatialReductionAttention(32, 2, sr_ratio=2, linear=linear))
+    x = torch.randn(2, hw[0] * hw[1], 32)
+    x_map = x.transpose(1, 2).reshape(2, 32, *hw)
+    if linear:
+        reduced = F.gelu(m.norm(m.sr(F.adaptive_avg_pool2d(x_map, 7)).flatten(2).transpose(1, 2)))
+    else:
+        reduced = m.norm(m.sr(x_map).flatten(2).transpose(1, 2))
+    k, v = m.kv(reduced).chunk(2, dim=-1)
+    expected = m.proj(unheads(explicit_attention(heads(m.q(x), 2), heads(k, 2), heads(v, 2))))
+    assert_close(m(x, hw), expected)
+
+
+def swin_explicit(m: ShiftedWindowAttention, x, hw):
+    """Global attention over the map, restricted to each token's (shifted) window and region."""
+    H, W = hw
+    ws, h = m.window_size, m.num_heads
+    shift = ws // 2 if m.shift and min(H, W) > ws else 0
+    Hp, Wp = math.ceil(H / ws) * ws, math.ceil(W / ws) * ws
+    rows, cols = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    rows, cols = (rows.flatten() - shift) % Hp, (cols.flatten() - shift) % Wp  # position after the roll
+
+    def region(c, size):
+        return torch.zeros_like(c) if not shift else (c >= size - ws).long() + (c >= size - shift).long()
+
+    same_window = ((rows // ws)[:, None] == (rows // ws)[None]) & ((cols // ws)[:, None] == (cols // ws)[None])
+    same_region = (region(rows, Hp)[:, None] == region(rows, Hp)[None]) & (
+        region(cols, Wp)[:, None] == region(cols, Wp)[None]
+    )
+    dh = (rows % ws)[:, None] - (rows % ws)[None] + ws - 1
+    dw = (cols % ws)[:, None] - (cols % ws)[None] + ws - 1
+    bias = m.relative_position_bias_table[dh * (2 * ws - 1) + dw].permute(2, 0, 1)  # h, N, N
+    bias = bias.masked_fill(~(same_window & same_region), float("-inf"))
+    q, k, v = m.qkv(x).chunk(3, dim=-1)
+    return m.proj(unheads(explicit_attention(heads(q, h), heads(k, h), heads(v, h), bias)))
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (10, 7), (3, 5)])
+@pytest.mark.parametrize("shift", [False, True])
+def test_shifted_window_attention_matches_explicit(hw, shift):
+    m = randomize(ShiftedWindowAttention(32, 2, window_size=4, shift=shift))
+    x = torch.randn(2, hw[0] * hw[1], 32)
+    assert_close(m(x, hw), swin_explicit(m, x, hw))
+
+
+def shunted_explicit(m: ShuntedAttention, x, hw):
+    """The paper's equations written out: per branch, aggregate -> [K | V] -> LE(V) -> softmax(QK^T/sqrt d) V."""
+    B, N, C = x.shape
+    h, r = m.num_heads, m.sr_ratio
+    q = heads(m.q(x), h)
+    x_map = x.transpose(1, 2).reshape(B, C, *hw)
+    if r == 1:
+        k, v = m.kv(x).chunk(2, dim=-1)
+        local = m.local_conv(v.transpose(1, 2).reshape(B, C, *hw)).flatten(2).transpose(1, 2)
+        return m.proj(unheads(explicit_attention(q, heads(k, h), heads(v, h))) + local)
+    outs = []
+    for q_half, sr, norm, kv, lc in (
+        (q[:, : h // 2], m.sr1, m.norm1, m.kv1, m.local_conv1),
+        (q[:, h // 2 :], m.sr2, m.norm2, m.kv2, m.local_conv2),
+    ):
+        agg = sr(x_map)
+        k, v = kv(F.gelu(norm(agg.flatten(2).transpose(1, 2)))).chunk(2, dim=-1)
+        v = v + lc(v.transpose(1, 2).reshape(B, C // 2, *agg.shape[-2:])).flatten(2).transpose(1, 2)
+        outs.append(unheads(explicit_attention(q_half, heads(k, h // 2), heads(v, h // 2))))
+    return m.proj(torch.cat(outs, dim=-1))
+
+
+@pytest.mark.parametrize("sr_ratio", [1, 2, 4, 6, 8])
+@pytest.mark.parametrize("hw", [(16, 16), (13, 18)])
+def test_shunted_attention_matches_explicit_and_seed(sr_ratio, hw):
+    m = randomize(ShuntedAttention(64, 4, sr_ratio=sr_ratio))
+    x = torch.randn(2, hw[0] * hw[1], 64)
+    out = m(x, hw)
+    assert_close(out, shunted_explicit(m, x, hw))
+    if hw[0] % sr_ratio == 0 and hw[1] % sr_ratio == 0:  # the seed's views need divisible maps
+        seed = SeedAttention(64, 4, qkv_bias=True, sr_ratio=sr_ratio)
+        seed.load_state_dict(m.state_dict())
+        assert_close(out, seed.eval()(x, *hw))
+
+
+def test_shunted_kv_layout_is_k_then_v():
+    """The [K | V] channel layout matters for official weights: zeroing the V half of kv must zero V."""
+    m = randomize(ShuntedAttention(32, 2, sr_ratio=1))
+    with torch.no_grad():
+        m.kv.weight[32:] = 0
+        m.kv.bias[32:] = 0
+        m.local_conv.bias.zero_()
+    out = m(torch.randn(1, 16, 32), (4, 4))
+    assert_close(out, m.proj.bias.expand_as(out))
+
+
+@pytest.mark.parametrize("hw", [(5, 5), (4, 7)])
+def test_ffns_match_explicit(hw):
+    x = torch.randn(2, hw[0] * hw[1], 16)
+
+    def dw(m, t):
+        return m.dwconv.dwconv(t.transpose(1, 2).reshape(2, -1, *hw)).flatten(2).transpose(1, 2)
+
+    plain, detail, pvt = (randomize(FFNS[n](16, 32)) for n in ("plain", "detail_specific", "dwconv"))
+    assert_close(plain(x, hw), plain.fc2(F.gelu(plain.fc1(x))))
+    h = detail.fc1(x)
+    assert_close(detail(x, hw), detail.fc2(F.gelu(h + dw(detail, h))))
+    assert_close(pvt(x, hw), pvt.fc2(F.gelu(dw(pvt, pvt.fc1(x)))))
+    seed = SeedMlp(16, 32)
+    seed.load_state_dict(detail.state_dict())
+    assert_close(detail(x, hw), seed.eval()(x, *hw))
+
+
+@pytest.mark.parametrize("name", ["vit", "pvt", "swin", "shunted"])
+def test_mixer_interface_and_gradients(name):
+    m = build_mixer(name, 32, 4, dict(sr_ratio=2, window_size=3, shift=True))
+    for hw in [(6, 6), (5, 9)]:
+        x = torch.randn(2, hw[0] * hw[1], 32, requires_grad=True)
+        out = m(x, hw)
+        assert out.shape == x.shape
+        out.square().mean().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_attention_maps_are_never_materialised(monkeypatch):
+    """Every mixer goes through SDPA on 4-D q/k/v."""
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        calls.append((q.dim(), k.dim(), v.dim()))
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    for name in ("vit", "pvt", "swin", "shunted"):
+        calls.clear()
+        build_mixer(name, 32, 4, dict(sr_ratio=2, window_size=3, shift=True))(torch.randn(1, 36, 32), (6, 6))
+        assert calls and all(c == (4, 4, 4) for c in calls), name

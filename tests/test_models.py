@@ -1,0 +1,209 @@
+"""The backbone, the published presets, the timm contract and official checkpoints."""
+
+import argparse
+import itertools
+
+import pytest
+import timm
+import torch
+from conftest import official_key_listing
+from torch.utils.flop_counter import FlopCounterMode
+
+from shunted_lab.models import FFNS, MIXERS, PyramidTransformer
+from shunted_lab.models.reference import reference_model
+
+PUBLISHED = {"shunted_t": (11_553_576, 2.15), "shunted_s": (22_401_256, 4.99), "shunted_b": (39_614_376, 8.15)}
+
+
+def gmacs(model, size=224):
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.randn(1, 3, size, size))
+    return counter.get_total_flops() / 2e9
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_params_and_gmacs(name):
+    model = timm.create_model(name)
+    params, published_gmacs = PUBLISHED[name]
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert round(gmacs(model), 2) == published_gmacs
+
+
+@pytest.mark.parametrize("attention,mlp", itertools.product(MIXERS, FFNS))
+def test_every_variant_square_and_non_square(attention, mlp):
+    model = timm.create_model("shunted_nano", attention=attention, mlp=mlp).eval()
+    for hw in [(64, 64), (48, 80)]:
+        assert model(torch.randn(2, 3, *hw)).shape == (2, 10)
+        features = model.forward_intermediates(torch.randn(1, 3, *hw), intermediates_only=True)
+        assert [f.shape[1:] for f in features] == [
+            (c, -(-hw[0] // s), -(-hw[1] // s)) for c, s in zip((32, 64, 128, 256), (4, 8, 16, 32), strict=True)
+        ]
+
+
+@pytest.mark.parametrize("attention", list(MIXERS))
+def test_every_parameter_receives_a_gradient(attention):
+    model = timm.create_model("shunted_nano", attention=attention, drop_path_rate=0.1)
+    model(torch.randn(2, 3, 64, 64)).logsumexp(-1).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_shunted_t_non_square_and_non_divisible_input():
+    model = timm.create_model("shunted_t", num_classes=5).eval()
+    assert model(torch.randn(1, 3, 200, 168)).shape == (1, 5)  # stage-1 map 50x42: r=8 does not divide it
+
+
+def test_smallest_input_runs_and_smaller_fails_clearly():
+    model = timm.create_model("shunted_t", num_classes=5).eval()
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)  # stage-1 map 8x8 = r x r
+    with pytest.raises(ValueError, match="smaller than sr_ratio=8"):
+        model(torch.randn(1, 3, 28, 32))
+
+
+def test_timm_contract():
+    model = timm.create_model("shunted_s", num_classes=7).eval()
+    cfg = model.pretrained_cfg
+    assert cfg["input_size"] == (3, 224, 224) and cfg["classifier"] == "head"
+    assert len(cfg["mean"]) == len(cfg["std"]) == 3
+    assert isinstance(model.get_submodule(cfg["first_conv"]), torch.nn.Conv2d)
+    x = torch.randn(2, 3, 96, 96)
+    features = model.forward_features(x)
+    assert features.shape == (2, 512, 3, 3)
+    assert model.forward_head(features, pre_logits=True).shape == (2, model.num_features)
+    assert torch.allclose(model.forward_head(features), model(x), atol=1e-6)
+    final, intermediates = model.forward_intermediates(x, indices=2)
+    assert [t.shape[1] for t in intermediates] == [256, 512] and torch.equal(final, features)
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 512)
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3)
+
+
+def test_features_only():
+    model = timm.create_model("shunted_t", features_only=True, out_indices=(1, 2, 3))
+    assert model.feature_info.reduction() == [8, 16, 32]
+    assert model.feature_info.channels() == [128, 256, 512]
+    outs = model(torch.randn(1, 3, 128, 96))
+    assert [tuple(o.shape) for o in outs] == [(1, 128, 16, 12), (1, 256, 8, 6), (1, 512, 4, 3)]
+
+
+def test_grad_checkpointing_gives_same_gradients():
+    model = timm.create_model("shunted_nano")
+    x = torch.randn(2, 3, 64, 64)
+    model(x).sum().backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(model.parameters(), expected, strict=True))
+
+
+def official_state_dict(name):
+    """Random tensors with the released keys and shapes (BatchNorm buffers included)."""
+    state = {}
+    for key, shape in official_key_listing(name).items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(100)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape) + 0.5
+        else:
+            state[key] = torch.randn(shape) * 0.05
+    return state
+
+
+@pytest.mark.parametrize("name", ["shunted_t", "shunted_s", "shunted_b"])
+def test_official_key_listing_is_the_reference_models(name):
+    expected = {k: torch.Size(s) for k, s in official_key_listing(name).items()}
+    assert {k: v.shape for k, v in reference_model(name).state_dict().items()} == expected
+
+
+@pytest.mark.parametrize("wrap", ["bare", "training_checkpoint"])
+def test_official_checkpoint_loads_strictly_and_matches_reference(tmp_path, wrap):
+    state = official_state_dict("shunted_s")
+    path = tmp_path / "ckpt.pth"
+    if wrap == "bare":
+        torch.save(state, path)
+    else:
+        extra = dict(optimizer={"state": {}}, lr_scheduler={"last_epoch": 3}, epoch=299, scaler={"scale": 1.0})
+        torch.save(dict(model=state, args=argparse.Namespace(model="shunted_s", lr=5e-4), **extra), path)
+    model = timm.create_model("shunted_s", pretrained=True, pretrained_cfg_overlay={"file": str(path)}).eval()
+    reference = reference_model("shunted_s").eval()
+    reference.load_state_dict(state, strict=True)
+    assert torch.equal(model.stages[3].norm.weight, state["norm4.weight"])
+    assert torch.equal(model.stages[0].downsample.conv[4].running_var, state["patch_embed1.conv.4.running_var"])
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ours, theirs = model(x), reference(x)
+    assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max()
+
+
+def test_checkpoint_for_a_new_head_keeps_the_backbone(tmp_path):
+    state = official_state_dict("shunted_t")
+    torch.save(state, tmp_path / "t.pth")
+    model = timm.create_model(
+        "shunted_t", pretrained=True, num_classes=10, pretrained_cfg_overlay={"file": str(tmp_path / "t.pth")}
+    )
+    assert model.head.out_features == 10
+    assert torch.equal(model.stages[1].blocks[0].attn.kv1.weight, state["block2.0.attn.kv1.weight"])
+
+
+def test_checkpoint_key_mismatch_lists_missing_and_unexpected(tmp_path):
+    state = official_state_dict("shunted_t")
+    del state["block3.1.attn.kv1.weight"]
+    state["block3.1.attn.extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(KeyError, match=r"missing keys \['stages.2.blocks.1.attn.kv1.weight'\].*unexpected keys"):
+        timm.create_model("shunted_t", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "bad.pth")})
+
+
+def test_checkpoint_for_another_variant_is_refused(tmp_path):
+    torch.save(official_state_dict("shunted_t"), tmp_path / "t.pth")
+    with pytest.raises(KeyError, match="attention='pvt'"):
+        timm.create_model(
+            "shunted_t", attention="pvt", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "t.pth")}
+        )
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_checkpoint_that_runs_code_is_refused(tmp_path):
+    torch.save({"model": official_state_dict("shunted_t"), "args": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(RuntimeError, match="weights_only"):
+        timm.create_model("shunted_t", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "evil.pth")})
+
+
+def test_missing_checkpoint_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        timm.create_model("shunted_t", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "nope.pth")})
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(embed_dims=(33, 64, 128, 256)), r"num_heads=2 must be >= 1 and divide dim=33"),
+        (dict(num_heads=(1, 2, 4, 8)), r"num_heads=1 is not allowed for shunted attention with sr_ratio=4.*even"),
+        (dict(sr_ratios=(3, 2, 1, 1)), r"sr_ratio=3 is not allowed for shunted attention; expected 1 or an even"),
+        (dict(attention="transformer"), r"attention='transformer' is not allowed; expected one of \['pvt', 'shunted'"),
+        (dict(mlp="conv"), r"mlp='conv' is not allowed; expected one of \['detail_specific', 'dwconv', 'plain'\]"),
+        (dict(stem="patchify"), r"stem='patchify' is not allowed; expected one of \['conv', 'overlap'\]"),
+        (dict(depths=(1, 1, 1)), r"embed_dims has 4 entries; expected 3"),
+        (dict(attention="swin", window_sizes=0), r"window_size=0 is not allowed for swin attention"),
+        (dict(attention="pvt", sr_ratios=0), r"sr_ratio=0 is not allowed for pvt attention"),
+        (
+            dict(attention_kwargs=dict(linear=True)),
+            r"attention option\(s\) \['linear'\] not accepted by ShuntedAttention",
+        ),
+        (dict(drop_path_rate=1.5), r"drop_path_rate=1.5 is not allowed"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PyramidTransformer(**{**dict(embed_dims=(32, 64, 128, 256), sr_ratios=(4, 2, 1, 1)), **kwargs})
+
+
+def test_variant_from_import_path():
+    model = PyramidTransformer(depths=(1, 1, 1, 1), attention="shunted_lab.models.mixers.vit.GlobalAttention")
+    assert type(model.stages[0].blocks[0].attn).__name__ == "GlobalAttention"
