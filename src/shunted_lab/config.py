@@ -1,0 +1,59 @@
+"""Rules a composed config must satisfy before anything trains or writes.
+
+Each failure is one ConfigError line naming the key, the value and what is allowed.
+"""
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
+
+
+class ConfigError(ValueError):
+    """A mistake in the config (or in a file it names) that the user can fix."""
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+RULES = (
+    ("seed", _int, "an integer"),
+    ("data.batch_size", lambda v: _int(v) and v > 0, "a positive integer"),
+    ("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    ("data.image_size", lambda v: _int(v) and v >= 8, "an integer >= 8"),
+    ("trainer.max_epochs", lambda v: v == -1 or (_int(v) and v > 0), "a positive integer, or -1 for no limit"),
+    ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {list(PRECISIONS)}"),
+    ("optim.lr", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("optim.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
+    ("optim.warmup_epochs", lambda v: _number(v) and v >= 0, "a number >= 0"),
+    ("optim.label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("optim.mixup", lambda v: _number(v) and v >= 0, "a number >= 0 (0 = off)"),
+    ("optim.cutmix", lambda v: _number(v) and v >= 0, "a number >= 0 (0 = off)"),
+    ("optim.ema_decay", lambda v: v is None or (_number(v) and 0 < v < 1), "null or a number in (0, 1)"),
+    ("model.drop_path_rate", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+)
+
+
+def check_config(cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} must be set (it has no default), e.g. {missing[0]}=...")
+    for key, ok, allowed in RULES:
+        value = OmegaConf.select(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is not allowed; expected {allowed}")
+    if str(cfg.trainer.precision).startswith("16") and cfg.trainer.accelerator == "cpu":
+        raise ConfigError(
+            f"trainer.precision={cfg.trainer.precision} needs a GPU but trainer.accelerator=cpu; "
+            "use bf16-mixed or 32-true on CPU"
+        )
+    for key in ("ckpt_path", "model.checkpoint"):
+        path = OmegaConf.select(cfg, key)
+        if path is not None and path != "last" and not Path(path).is_file():
+            raise ConfigError(f"{key}={path!r} does not exist; expected a checkpoint file")

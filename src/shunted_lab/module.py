@@ -1,0 +1,136 @@
+"""Image classification as a LightningModule, with the official Shunted recipe available.
+
+AdamW (no weight decay on biases and 1-D parameters) with lr scaled by global batch / lr_base_batch,
+a cosine schedule with linear warm-up stepped every iteration, label smoothing, Mixup/CutMix with
+soft-target loss, and an optional EMA of the weights validated beside the model.
+"""
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class ImageClassifier(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        lr: float = 5e-4,
+        lr_base_batch: int = 512,
+        weight_decay: float = 0.05,
+        eps: float = 1e-8,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_epochs: float = 5,
+        warmup_lr: float = 1e-6,
+        min_lr: float = 1e-5,
+        label_smoothing: float = 0.1,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        mixup_prob: float = 1.0,
+        mixup_switch_prob: float = 0.5,
+        ema_decay: float | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if compile:
+            model.compile()  # in place: the state dict keeps its keys
+        self.model = model
+        self.ema = ModelEmaV3(model, decay=ema_decay) if ema_decay else None
+        self.mixup = (
+            Mixup(
+                mixup_alpha=mixup,
+                cutmix_alpha=cutmix,
+                prob=mixup_prob,
+                switch_prob=mixup_switch_prob,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
+            )
+            if mixup > 0 or cutmix > 0
+            else None
+        )
+        self.soft_loss = SoftTargetCrossEntropy()
+        top_k = min(5, num_classes)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{split}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+                for split in ("val", "test", "val_ema")
+                for name, k in (("top1", 1), ("top5", top_k))
+            }
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if self.mixup is not None:
+            x, soft = self.mixup(x, y)
+            loss = self.soft_loss(self(x), soft)
+        else:
+            loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def _evaluate(self, batch, split: str, model: nn.Module) -> None:
+        x, y = batch
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        self.log(f"{split}/loss", loss, batch_size=len(x), on_epoch=True, sync_dist=True)
+        for k in ("top1", "top5"):
+            metric = self.metrics[f"{split}_{k}"]
+            metric.update(logits, y)
+            self.log(f"{split}/{k}", metric, on_epoch=True, prog_bar=k == "top1")
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val", self)
+        if self.ema is not None:
+            self._evaluate(batch, "val_ema", self.ema.module)
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test", self)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        # Global batch = per-device batch x devices x nodes x accumulation; lr follows it linearly
+        # (warm-up start and minimum lr are absolute, as in the official recipe).
+        global_batch = (
+            self.trainer.datamodule.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        )
+        lr = hp.lr * global_batch / hp.lr_base_batch
+        optimizer = create_optimizer_v2(
+            self.model, opt="adamw", lr=lr, weight_decay=hp.weight_decay, eps=hp.eps, betas=tuple(hp.betas)
+        )
+        total = max(1, self.trainer.estimated_stepping_batches)
+        steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        warmup = min(total - 1, math.ceil(hp.warmup_epochs * steps_per_epoch))
+        scheduler = CosineLRScheduler(
+            optimizer,
+            t_initial=total,
+            lr_min=hp.min_lr,
+            warmup_t=warmup,
+            warmup_lr_init=hp.warmup_lr,
+            t_in_epochs=False,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        scheduler.step_update(num_updates=self.global_step)

@@ -1,0 +1,135 @@
+"""One training job from a composed config: build -> fit -> validate/test the best checkpoint -> metrics.json."""
+
+import json
+import logging
+import netrc
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import lightning as L
+import timm
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .callbacks import TrainThroughput
+from .config import ConfigError, check_config
+from .data import ImageClassificationData
+from .models.stats import count_gmacs, count_params
+from .module import ImageClassifier
+
+log = logging.getLogger(__name__)
+
+
+def user_step(key: str, build):
+    """Run a build step whose errors come from the user's config, as one ConfigError line."""
+    try:
+        return build()
+    except InstantiationException as e:
+        raise ConfigError(f"{key}: {e.__cause__ or e}") from e
+    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError, TypeError) as e:
+        raise ConfigError(f"{key}: {e}") from e
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
+    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    name, checkpoint = kwargs.pop("name"), kwargs.pop("checkpoint", None)
+    return timm.create_model(
+        name,
+        num_classes=num_classes,
+        attention=cfg.attention.name,
+        attention_kwargs=OmegaConf.to_container(cfg.attention.kwargs),
+        mlp=cfg.mlp.name,
+        pretrained=checkpoint is not None,
+        pretrained_cfg_overlay=dict(file=checkpoint) if checkpoint else None,
+        **kwargs,
+    )
+
+
+def wandb_has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        if logger_cfg._target_.endswith("WandbLogger") and not os.environ.get("WANDB_MODE"):
+            # No key means no prompt, ever: log offline and let the user `wandb sync` later.
+            logger_cfg = OmegaConf.merge(logger_cfg, {"offline": logger_cfg.offline or not wandb_has_credentials()})
+        loggers.append(instantiate(logger_cfg))
+    return loggers
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def train(cfg: DictConfig) -> float:
+    start = time.perf_counter()
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: ImageClassificationData = user_step("data", lambda: instantiate(cfg.data))
+    model = user_step("model", lambda: build_model(cfg, datamodule.num_classes))
+    gmacs = user_step(f"data.image_size={cfg.data.image_size}", lambda: count_gmacs(model, cfg.data.image_size))
+    summary = dict(
+        model=cfg.model.name,
+        attention=cfg.attention.name,
+        mlp=cfg.mlp.name,
+        data=datamodule.name,
+        seed=cfg.seed,
+        params=count_params(model),
+        gmacs=gmacs,
+    )
+    module = ImageClassifier(
+        model,
+        datamodule.num_classes,
+        **OmegaConf.to_container(cfg.optim, resolve=True),
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+    )
+
+    # Nothing above writes a file: a config mistake leaves no half-made run behind.
+    loggers = build_loggers(cfg)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams({**resolved, "summary": summary})
+        if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+            logger.experiment.summary.update(summary)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    results = {}
+    for run in (trainer.validate, trainer.test):
+        results.update(run(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0])
+    throughput = next((c for c in trainer.callbacks if isinstance(c, TrainThroughput)), None)
+    metrics = {
+        **{k: results[k] for k in sorted(results)},
+        **summary,
+        "train/images_per_sec": throughput.images_per_sec if throughput else None,
+        "wall_time_s": time.perf_counter() - start,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "best_checkpoint": best,
+        "config": resolved,
+    }
+    if trainer.is_global_zero:
+        write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+        log.info("val/top1 %.4f test/top1 %.4f (%s)", metrics["val/top1"], metrics["test/top1"], cfg.run_name)
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
+    return metrics[cfg.optimized_metric]
