@@ -1,0 +1,65 @@
+"""Compose the real configs for tests: tiny data, CSV logging, everything under tmp_path."""
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+SHAPES_TINY = ["data.num_train=64", "data.num_val=32", "data.num_test=32"]
+TINY = [
+    "logger=csv",
+    "data.batch_size=16",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+]
+
+
+def compose_cfg(tmp_path: Path, *overrides: str, tiny: bool = True):
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                f"paths.root_dir={tmp_path}",
+                f"paths.output_dir={tmp_path}/out",
+                *(TINY if tiny else []),
+                *(SHAPES_TINY if tiny and not any(o.startswith("data=") for o in overrides) else []),
+                *overrides,
+            ],
+        )
+
+
+def read_metrics(cfg) -> dict:
+    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+
+
+def write_cifar10(root: Path, per_batch: int = 20) -> None:
+    """CIFAR-10's python-pickle layout: 5 train batches and a test batch of dicts of numpy arrays."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, per_batch).tolist(),
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
+
+
+def write_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 4, size: int = 40) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")

@@ -1,0 +1,175 @@
+"""End to end through the real configs: every variant trains, data loaders, loggers, resume, validation."""
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import compose_cfg, read_metrics, write_cifar10, write_image_folder
+
+from shunted_lab.config import ConfigError
+from shunted_lab.models import FFNS, MIXERS
+from shunted_lab.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("attention,mlp", itertools.product(MIXERS, FFNS))
+def test_every_variant_trains_a_few_steps(tmp_path, attention, mlp):
+    cfg = compose_cfg(tmp_path, f"attention={attention}", f"mlp={mlp}", "+trainer.fast_dev_run=2")
+    train(cfg)
+    metrics = read_metrics(cfg)
+    assert metrics["attention"] == attention and metrics["mlp"] == mlp
+    assert 0.0 <= metrics["val/top1"] <= metrics["val/top5"] <= 1.0
+    assert 0.0 <= metrics["test/top1"] <= 1.0
+    assert metrics["params"] > 0 and metrics["gmacs"] > 0
+    assert metrics["config"]["attention"]["name"] == attention
+
+
+@pytest.mark.slow
+def test_short_run_on_shapes_learns(tmp_path):
+    cfg = compose_cfg(
+        tmp_path,
+        "data.num_train=4000",
+        "data.num_val=500",
+        "data.num_test=500",
+        "data.batch_size=64",
+        "optim.lr=8e-3",  # 1e-3 at batch 64
+        "trainer.max_epochs=5",
+        "optim.warmup_epochs=0.5",
+    )
+    result = train(cfg)
+    metrics = read_metrics(cfg)
+    assert result == metrics["val/top1"] > 0.3  # chance is 0.1
+    assert metrics["test/top1"] > 0.3
+    assert metrics["train/images_per_sec"] > 0
+    assert Path(metrics["best_checkpoint"]).is_file()
+
+
+def test_same_seed_same_metrics(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        cfg = compose_cfg(tmp_path / name, "trainer.max_epochs=2", "seed=3")
+        train(cfg)
+        runs.append(read_metrics(cfg))
+    for key in ("val/top1", "val/loss", "test/top1", "test/loss"):
+        assert runs[0][key] == runs[1][key], key
+
+
+def test_cifar10_from_python_batches(tmp_path):
+    write_cifar10(tmp_path / "cifar")
+    cfg = compose_cfg(
+        tmp_path, "data=cifar10", f"data.root={tmp_path}/cifar", "data.num_workers=0", "data.batch_size=8"
+    )
+    train(cfg)
+    metrics = read_metrics(cfg)
+    assert metrics["data"] == "cifar10" and metrics["gmacs"] > 0
+
+
+def test_cifar_missing_files_name_the_path(tmp_path):
+    cfg = compose_cfg(tmp_path, "data=cifar100", f"data.root={tmp_path}/nowhere")
+    with pytest.raises(ConfigError, match=r"data.root=.*nowhere.* has no CIFAR-100 files .*data.download=true"):
+        train(cfg)
+
+
+def test_image_folder(tmp_path):
+    write_image_folder(tmp_path / "images")
+    cfg = compose_cfg(
+        tmp_path,
+        "data=imagefolder",
+        f"data.root={tmp_path}/images",
+        "data.image_size=32",
+        "data.num_workers=0",
+        "data.batch_size=4",
+    )
+    train(cfg)
+    metrics = read_metrics(cfg)
+    assert metrics["data"] == "imagefolder" and metrics["global_step"] == 3  # 12 images / batch 4
+    assert metrics["config"]["data"]["image_size"] == 32
+
+
+def test_imagenet_preset_uses_the_official_augmentation(tmp_path):
+    write_image_folder(tmp_path / "imagenet")
+    cfg = compose_cfg(tmp_path, "data=imagenet", f"data.root={tmp_path}/imagenet")
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.data)
+    text = repr(dm.train_tf)
+    assert "RandAugment" in text and "RandomErasing" in text and "BICUBIC" in text.upper()
+    assert "CenterCrop(size=(224, 224)" in repr(dm.eval_tf) and "256" in repr(dm.eval_tf)
+
+
+def test_wandb_goes_offline_without_a_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = compose_cfg(tmp_path, "logger=csv_wandb", "+trainer.fast_dev_run=1")
+    train(cfg)
+    runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def test_resume_from_last_checkpoint_continues_the_global_step(tmp_path):
+    first = compose_cfg(tmp_path / "a", "trainer.max_epochs=1")
+    train(first)
+    steps_per_epoch = read_metrics(first)["global_step"]
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert steps_per_epoch == 4 and last.is_file()
+    second = compose_cfg(tmp_path / "b", "trainer.max_epochs=2", f"ckpt_path={last}")
+    train(second)
+    assert read_metrics(second)["global_step"] == 2 * steps_per_epoch
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["data.batch_size=0"], r"data.batch_size=0 is not allowed; expected a positive integer"),
+        (["data.num_workers=-1"], r"data.num_workers=-1 is not allowed; expected an integer >= 0"),
+        (["data.image_size=ten"], r"data.image_size='ten' is not allowed; expected an integer >= 8"),
+        (["trainer.precision=8-mixed"], r"trainer.precision='8-mixed' is not allowed; expected one of"),
+        (["trainer.precision=16-mixed"], r"trainer.precision=16-mixed needs a GPU"),
+        (["trainer.max_epochs=0"], r"trainer.max_epochs=0 is not allowed"),
+        (["optim.lr=-1"], r"optim.lr=-1 is not allowed; expected a number > 0"),
+        (["optim.label_smoothing=1.5"], r"optim.label_smoothing=1.5 is not allowed; expected a number in \[0, 1\)"),
+        (["optim.ema_decay=2"], r"optim.ema_decay=2 is not allowed"),
+        (["model.drop_path_rate=1.0"], r"model.drop_path_rate=1.0 is not allowed"),
+        (["ckpt_path=/no/such.ckpt"], r"ckpt_path='/no/such.ckpt' does not exist"),
+        (["model.checkpoint=/no/such.pth"], r"model.checkpoint='/no/such.pth' does not exist"),
+        (["data=imagefolder"], r"data.root must be set"),
+        (["data=imagefolder", "data.root=/no/such/dir"], r"data: data.root='/no/such/dir' has no train/ folder"),
+        (["+model.num_heads=[2,3,4,8]"], r"model: num_heads=3 must be >= 1 and divide dim=64"),
+        (["+model.num_heads=[1,2,4,8]"], r"model: num_heads=1 is not allowed for shunted attention.*even"),
+        (
+            ["+model.sr_ratios=[3,2,1,1]"],
+            r"model: sr_ratio=3 is not allowed for shunted attention; expected 1 or an even",
+        ),
+        (["attention.name=linformer"], r"model: attention='linformer' is not allowed; expected one of"),
+        (["attention=pvt", "+attention.kwargs.linaer=true"], r"attention option\(s\) \['linaer'\] not accepted"),
+        (["data.image_size=12"], r"data.image_size=12: token map 3x3 is smaller than sr_ratio=4"),
+    ],
+)
+def test_config_rules_fail_with_one_line_naming_the_key(tmp_path, overrides, match):
+    cfg = compose_cfg(tmp_path, *overrides)
+    with pytest.raises(ConfigError, match=match) as error:
+        train(cfg)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_py_config_error_exits_non_zero_and_leaves_no_run_dir(tmp_path):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "data.batch_size=-4", f"paths.root_dir={tmp_path}", "logger=csv"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if "config error" in line]
+    assert errors == [errors[0]] and "data.batch_size=-4 is not allowed" in errors[0]
+    assert not list((tmp_path / "logs").rglob("*.json")) and not list((tmp_path / "logs" / "runs").iterdir())
