@@ -1,0 +1,215 @@
+"""LightningDataModules for image classification: SHAPES (embedded), CIFAR-10/100, image folders."""
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+import lightning as L
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from ..models.layers import check_choice
+from . import shapes
+
+
+class ImageClassificationData(L.LightningDataModule):
+    """Shared loaders; subclasses build `train_set`, `val_set`, `test_set` in `setup`."""
+
+    num_classes: int
+
+    def __init__(self, name: str, batch_size: int = 128, num_workers: int = 0, image_size: int = 224):
+        super().__init__()
+        self.name = name
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+
+class TensorImages(Dataset):
+    """uint8 (N, 3, H, W) images in memory, a transform applied per item."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+class ShapesData(ImageClassificationData):
+    num_classes = len(shapes.CLASSES)
+
+    def __init__(
+        self,
+        num_train: int = 10000,
+        num_val: int = 2000,
+        num_test: int = 2000,
+        clutter: int = 4,
+        seed: int = 0,
+        root: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.clutter, self.seed = clutter, seed
+        self.cache_dir = Path(root) if root else None
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        args = (self.sizes[name], self.seed, name, self.image_size, self.clutter)
+        if self.cache_dir is None:
+            return shapes.generate(*args)
+        path = self.cache_dir / f"shapes-{name}-n{args[0]}-seed{args[1]}-{args[3]}px-clutter{args[4]}.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+        data = shapes.generate(*args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(data, tmp)
+        os.replace(tmp, path)  # atomic: concurrent sweep jobs never read a half-written cache
+        return data
+
+    def setup(self, stage: str | None = None) -> None:
+        normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.25] * 3)]
+        train_tf = v2.Compose([v2.RandomHorizontalFlip(), *normalize])
+        eval_tf = v2.Compose(normalize)
+        self.train_set = TensorImages(*self.split("train"), train_tf)
+        self.val_set = TensorImages(*self.split("val"), eval_tf)
+        self.test_set = TensorImages(*self.split("test"), eval_tf)
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """CIFAR's python batches are pickled dicts of numpy arrays; refuse any other global."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def read_cifar_batches(paths: list[Path], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                batch = NumpyOnlyUnpickler(f, encoding="bytes").load()
+            images.append(torch.as_tensor(np.asarray(batch[b"data"], dtype=np.uint8)).view(-1, 3, 32, 32))
+            labels.append(torch.as_tensor(batch[label_key]))
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise ValueError(f"{path} is not a readable CIFAR python batch: {e}") from e
+    return torch.cat(images), torch.cat(labels)
+
+
+class CIFARData(ImageClassificationData):
+    """CIFAR-10/100 from the python-pickle batches; val is a fixed held-out part of train."""
+
+    LAYOUT = {  # folder, train files, test files, label key
+        10: ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+        100: ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
+    }
+    MEAN_STD = {
+        10: ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        100: ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    }
+
+    def __init__(self, root: str, num_classes: int = 10, download: bool = False, val_fraction: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        check_choice("data.num_classes", num_classes, self.LAYOUT)
+        self.root, self.num_classes, self.download, self.val_fraction = Path(root), num_classes, download, val_fraction
+        folder, train_files, test_files, _ = self.LAYOUT[num_classes]
+        missing = [f for f in train_files + test_files if not (self.root / folder / f).is_file()]
+        if missing and not download:
+            raise FileNotFoundError(
+                f"data.root={str(self.root)!r} has no CIFAR-{num_classes} files ({folder}/{missing[0]} missing); "
+                "point data.root at the folder holding it, or set data.download=true"
+            )
+
+    def prepare_data(self) -> None:
+        if self.download:
+            (datasets.CIFAR10 if self.num_classes == 10 else datasets.CIFAR100)(self.root, download=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        folder, train_files, test_files, label_key = self.LAYOUT[self.num_classes]
+        mean, std = self.MEAN_STD[self.num_classes]
+        resize = [v2.Resize(self.image_size, antialias=True)] if self.image_size != 32 else []
+        tail = [*resize, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+        train_tf = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), *tail])
+        eval_tf = v2.Compose(tail)
+        images, labels = read_cifar_batches([self.root / folder / f for f in train_files], label_key)
+        # The same split for every run and seed, so that runs compare on the same validation images.
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+        num_val = int(len(order) * self.val_fraction)
+        self.train_set = TensorImages(images[order[num_val:]], labels[order[num_val:]], train_tf)
+        self.val_set = TensorImages(images[order[:num_val]], labels[order[:num_val]], eval_tf)
+        self.test_set = TensorImages(*read_cifar_batches([self.root / folder / f for f in test_files], label_key), eval_tf)
+
+
+class ImageFolderData(ImageClassificationData):
+    """`root/train/<class>/*` and `root/val/<class>/*` (ImageNet layout); val doubles as the test split.
+
+    Transforms come from timm's `create_transform`, so the official ImageNet recipe is a config:
+    RandAugment, random erasing, bicubic resize, crop_pct for evaluation.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        mean: tuple = IMAGENET_DEFAULT_MEAN,
+        std: tuple = IMAGENET_DEFAULT_STD,
+        auto_augment: str | None = None,
+        re_prob: float = 0.0,
+        interpolation: str = "bilinear",
+        crop_pct: float = 0.875,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        for split in ("train", "val"):
+            if not (self.root / split).is_dir():
+                raise FileNotFoundError(
+                    f"data.root={str(self.root)!r} has no {split}/ folder; expected {split}/<class>/<image> (ImageNet layout)"
+                )
+        common = dict(input_size=self.image_size, mean=tuple(mean), std=tuple(std), interpolation=interpolation)
+        self.train_tf = create_transform(is_training=True, auto_augment=auto_augment, re_prob=re_prob, **common)
+        self.eval_tf = create_transform(is_training=False, crop_pct=crop_pct, **common)
+        self.num_classes = len(datasets.folder.find_classes(self.root / "train")[0])
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = datasets.ImageFolder(self.root / "train", transform=self.train_tf)
+        self.val_set = datasets.ImageFolder(self.root / "val", transform=self.eval_tf)
+        self.test_set = self.val_set
