@@ -4,9 +4,8 @@ import os
 import pickle
 from pathlib import Path
 
-import numpy as np
-
 import lightning as L
+import numpy as np
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset
@@ -176,7 +175,9 @@ class CIFARData(ImageClassificationData):
         num_val = int(len(order) * self.val_fraction)
         self.train_set = TensorImages(images[order[num_val:]], labels[order[num_val:]], train_tf)
         self.val_set = TensorImages(images[order[:num_val]], labels[order[:num_val]], eval_tf)
-        self.test_set = TensorImages(*read_cifar_batches([self.root / folder / f for f in test_files], label_key), eval_tf)
+        self.test_set = TensorImages(
+            *read_cifar_batches([self.root / folder / f for f in test_files], label_key), eval_tf
+        )
 
 
 class ImageFolderData(ImageClassificationData):
@@ -202,7 +203,8 @@ class ImageFolderData(ImageClassificationData):
         for split in ("train", "val"):
             if not (self.root / split).is_dir():
                 raise FileNotFoundError(
-                    f"data.root={str(self.root)!r} has no {split}/ folder; expected {split}/<class>/<image> (ImageNet layout)"
+                    f"data.root={str(self.root)!r} has no {split}/ folder; "
+                    f"expected {split}/<class>/<image> (ImageNet layout)"
                 )
         common = dict(input_size=self.image_size, mean=tuple(mean), std=tuple(std), interpolation=interpolation)
         self.train_tf = create_transform(is_training=True, auto_augment=auto_augment, re_prob=re_prob, **common)

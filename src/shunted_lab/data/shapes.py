@@ -67,7 +67,9 @@ def render(rng: np.random.Generator, label: int, size: int, clutter: int) -> np.
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def generate(num_images: int, seed: int, split: str, size: int = 64, clutter: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def generate(
+    num_images: int, seed: int, split: str, size: int = 64, clutter: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 3, size, size) uint8 images and (N,) labels, balanced over the classes."""
     rng = np.random.default_rng([seed, SPLIT_OFFSETS[split]])
     labels = np.arange(num_images) % len(CLASSES)

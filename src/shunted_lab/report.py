@@ -1,0 +1,212 @@
+"""Compare the variant cells of a sweep without W&B: summary.md, summary.csv and PNG plots.
+
+    python -m shunted_lab.report SWEEP_DIR
+
+A cell is a job's overrides without `seed=`; its seeds are averaged (mean +- sample std).
+The same report is written by the `SweepReport` Hydra callback after every job of a multirun.
+"""
+
+import csv
+import json
+import logging
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+FAILED_FILE = "failed.json"
+
+
+@dataclass
+class Job:
+    dir: Path
+    cell: str
+    seed: str
+    status: str  # completed | failed | incomplete
+    metrics: dict | None = None
+    error: str | None = None
+
+
+def load_jobs(sweep_dir: Path) -> list[Job]:
+    jobs = []
+    for overrides_file in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")):
+        job_dir = overrides_file.parent.parent
+        overrides = yaml.safe_load(overrides_file.read_text()) or []
+        seeds = [o.split("=", 1)[1] for o in overrides if o.startswith("seed=")]
+        cell = " ".join(o for o in overrides if not o.startswith("seed=")) or "(defaults)"
+        job = Job(job_dir, cell, seeds[0] if seeds else "0", "incomplete")
+        if (job_dir / "metrics.json").is_file():
+            job.status, job.metrics = "completed", json.loads((job_dir / "metrics.json").read_text())
+        elif (job_dir / FAILED_FILE).is_file():
+            job.status, job.error = "failed", json.loads((job_dir / FAILED_FILE).read_text())["error"]
+        jobs.append(job)
+    return jobs
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+COLUMNS = ("val/top1", "test/top1", "train/images_per_sec", "wall_time_s")
+
+
+def summarize(jobs: list[Job]) -> list[dict]:
+    rows = []
+    for cell in dict.fromkeys(j.cell for j in jobs):
+        cell_jobs = [j for j in jobs if j.cell == cell]
+        done = [j.metrics for j in cell_jobs if j.status == "completed"]
+        row = {"cell": cell, "seeds": len(done)}
+        for key in COLUMNS:
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([m[key] for m in done if m.get(key) is not None])
+        row["params"] = done[0]["params"] if done else None
+        row["gmacs"] = done[0]["gmacs"] if done else None
+        problems = [
+            f"seed {j.seed}: {j.status}" + (f" ({j.error})" if j.error else "")
+            for j in cell_jobs
+            if j.status != "completed"
+        ]
+        row["failed"] = "; ".join(problems)
+        rows.append(row)
+    return sorted(rows, key=lambda r: -(r["val/top1_mean"] or -1))
+
+
+def _fmt(mean, std, scale=1.0, digits=1) -> str:
+    return "-" if mean is None else f"{mean * scale:.{digits}f} +- {std * scale:.{digits}f}"
+
+
+def write_markdown(rows: list[dict], path: Path, title: str) -> None:
+    lines = [
+        f"# {title}",
+        "",
+        "Mean +- std over seeds; top-1 in %; best val/top1 first.",
+        "",
+        "| cell | seeds | val top-1 | test top-1 | params (M) | GMACs | train img/s | wall (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        params = "-" if r["params"] is None else f"{r['params'] / 1e6:.2f}"
+        gmacs = "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}"
+        lines.append(
+            f"| {r['cell']} | {r['seeds']} | {_fmt(r['val/top1_mean'], r['val/top1_std'], 100)} "
+            f"| {_fmt(r['test/top1_mean'], r['test/top1_std'], 100)} | {params} | {gmacs} "
+            f"| {_fmt(r['train/images_per_sec_mean'], r['train/images_per_sec_std'], digits=0)} "
+            f"| {_fmt(r['wall_time_s_mean'], r['wall_time_s_std'], digits=0)} |"
+        )
+    failed = [r for r in rows if r["failed"]]
+    if failed:
+        lines += ["", "## Failed or incomplete jobs", ""] + [f"- {r['cell']}: {r['failed']}" for r in failed]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def val_curve(job: Job) -> tuple[list[int], list[float]]:
+    """(epoch, val/top1) from the job's CSV log."""
+    path = job.dir / "csv" / "metrics.csv"
+    if not path.is_file():
+        return [], []
+    points = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            if row.get("val/top1"):
+                points[int(row["epoch"])] = float(row["val/top1"])
+    return list(points), list(points.values())
+
+
+def write_plots(rows: list[dict], jobs: list[Job], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["seeds"]]
+    for x_key, x_label, name in (
+        ("gmacs", "GMACs per image", "top1_vs_gmacs.png"),
+        ("train/images_per_sec_mean", "training images / s", "top1_vs_throughput.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for r in done:
+            ax.errorbar(r[x_key], r["val/top1_mean"] * 100, yerr=r["val/top1_std"] * 100, fmt="o", capsize=3)
+            ax.annotate(
+                r["cell"], (r[x_key], r["val/top1_mean"] * 100), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            )
+        ax.set(xlabel=x_label, ylabel="val top-1 (%)", title=f"val top-1 vs {x_label}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for r in done:
+        curves = [val_curve(j) for j in jobs if j.cell == r["cell"] and j.status == "completed"]
+        curves = [c for c in curves if c[0]]
+        if curves:
+            length = min(len(c[0]) for c in curves)
+            mean = [statistics.fmean(c[1][i] for c in curves) * 100 for i in range(length)]
+            ax.plot(curves[0][0][:length], mean, marker="o", markersize=3, label=r["cell"])
+    ax.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1 (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "val_curves.png", dpi=120)
+    plt.close(fig)
+
+
+def write_report(sweep_dir: Path) -> list[dict]:
+    sweep_dir = Path(sweep_dir)
+    jobs = load_jobs(sweep_dir)
+    rows = summarize(jobs)
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["cell"])
+        writer.writeheader()
+        writer.writerows(rows)
+    write_markdown(rows, sweep_dir / "summary.md", f"Sweep {sweep_dir.name}")
+    write_plots(rows, jobs, sweep_dir)
+    return rows
+
+
+class SweepReport(Callback):
+    """Records failed jobs and rewrites the sweep's report after every job, so the report is
+    there even when a job fails (Hydra then ends the sweep with an error after the last job)."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        if job_return.status == JobStatus.FAILED:
+            error = f"{type(job_return._return_value).__name__}: {job_return._return_value}".splitlines()[0]
+            (job_dir / FAILED_FILE).write_text(
+                json.dumps({"error": error, "overrides": list(config.hydra.overrides.task)})
+            )
+            log.error("job %s (%s) failed: %s", config.hydra.job.num, job_dir.name, error)
+        write_report(Path(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        rows = write_report(Path(config.hydra.sweep.dir))
+        log.info("sweep report: %s", Path(config.hydra.sweep.dir) / "summary.md")
+        for r in rows:
+            if r["failed"]:
+                log.error("failed: %s: %s", r["cell"], r["failed"])
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print("usage: python -m shunted_lab.report SWEEP_DIR (a Hydra multirun directory)", file=sys.stderr)
+        return 2
+    rows = write_report(Path(argv[0]))
+    if not rows:
+        print(f"error: {argv[0]} holds no job directories (*/.hydra/overrides.yaml)", file=sys.stderr)
+        return 2
+    print((Path(argv[0]) / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
