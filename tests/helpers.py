@@ -18,6 +18,7 @@ TINY = [
     "trainer.accelerator=cpu",
     "~callbacks.progress_bar",
     "~callbacks.model_summary",
+    "callbacks.throughput.warmup_batches=1",
 ]
 
 

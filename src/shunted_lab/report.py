@@ -35,20 +35,24 @@ class Job:
     error: str | None = None
 
 
-def load_jobs(sweep_dir: Path) -> list[Job]:
+def load_jobs(sweep_dir: Path) -> tuple[list[Job], list[str]]:
+    """The sweep's jobs, and the overrides common to all of them (not part of any cell's name)."""
+    found = [
+        (f.parent.parent, yaml.safe_load(f.read_text()) or [])
+        for f in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml"))
+    ]
+    common = [o for o in (found[0][1] if found else []) if all(o in overrides for _, overrides in found)]
     jobs = []
-    for overrides_file in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")):
-        job_dir = overrides_file.parent.parent
-        overrides = yaml.safe_load(overrides_file.read_text()) or []
+    for job_dir, overrides in found:
         seeds = [o.split("=", 1)[1] for o in overrides if o.startswith("seed=")]
-        cell = " ".join(o for o in overrides if not o.startswith("seed=")) or "(defaults)"
+        cell = " ".join(o for o in overrides if o not in common and not o.startswith("seed=")) or "(all jobs)"
         job = Job(job_dir, cell, seeds[0] if seeds else "0", "incomplete")
         if (job_dir / "metrics.json").is_file():
             job.status, job.metrics = "completed", json.loads((job_dir / "metrics.json").read_text())
         elif (job_dir / FAILED_FILE).is_file():
             job.status, job.error = "failed", json.loads((job_dir / FAILED_FILE).read_text())["error"]
         jobs.append(job)
-    return jobs
+    return jobs, common
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -84,9 +88,11 @@ def _fmt(mean, std, scale=1.0, digits=1) -> str:
     return "-" if mean is None else f"{mean * scale:.{digits}f} +- {std * scale:.{digits}f}"
 
 
-def write_markdown(rows: list[dict], path: Path, title: str) -> None:
+def write_markdown(rows: list[dict], path: Path, title: str, common: list[str]) -> None:
     lines = [
         f"# {title}",
+        "",
+        f"Overrides shared by every job: `{' '.join(common) or '(none)'}`",
         "",
         "Mean +- std over seeds; top-1 in %; best val/top1 first.",
         "",
@@ -133,7 +139,7 @@ def write_plots(rows: list[dict], jobs: list[Job], out: Path) -> None:
         ("train/images_per_sec_mean", "training images / s", "top1_vs_throughput.png"),
     ):
         fig, ax = plt.subplots(figsize=(7, 5))
-        for r in done:
+        for r in (r for r in done if r[x_key] is not None):
             ax.errorbar(r[x_key], r["val/top1_mean"] * 100, yerr=r["val/top1_std"] * 100, fmt="o", capsize=3)
             ax.annotate(
                 r["cell"], (r[x_key], r["val/top1_mean"] * 100), fontsize=7, xytext=(4, 4), textcoords="offset points"
@@ -161,13 +167,13 @@ def write_plots(rows: list[dict], jobs: list[Job], out: Path) -> None:
 
 def write_report(sweep_dir: Path) -> list[dict]:
     sweep_dir = Path(sweep_dir)
-    jobs = load_jobs(sweep_dir)
+    jobs, common = load_jobs(sweep_dir)
     rows = summarize(jobs)
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["cell"])
         writer.writeheader()
         writer.writerows(rows)
-    write_markdown(rows, sweep_dir / "summary.md", f"Sweep {sweep_dir.name}")
+    write_markdown(rows, sweep_dir / "summary.md", f"Sweep {sweep_dir.name}", common)
     write_plots(rows, jobs, sweep_dir)
     return rows
 
@@ -185,7 +191,8 @@ class SweepReport(Callback):
             (job_dir / FAILED_FILE).write_text(
                 json.dumps({"error": error, "overrides": list(config.hydra.overrides.task)})
             )
-            log.error("job %s (%s) failed: %s", config.hydra.job.num, job_dir.name, error)
+            overrides = " ".join(config.hydra.overrides.task)
+            log.error("job %s failed (%s): %s", config.hydra.job.num, overrides, error)
         write_report(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

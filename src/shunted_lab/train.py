@@ -104,10 +104,13 @@ def train(cfg: DictConfig) -> float:
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    wandb_run = None
     for logger in loggers:
         logger.log_hyperparams({**resolved, "summary": summary})
         if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
-            logger.experiment.summary.update(summary)
+            run = logger.experiment
+            run.summary.update(summary)
+            wandb_run = dict(id=run.id, name=run.name, group=run.group, job_type=run.job_type, tags=list(run.tags))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -123,6 +126,7 @@ def train(cfg: DictConfig) -> float:
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "best_checkpoint": best,
+        "wandb": wandb_run,
         "config": resolved,
     }
     if trainer.is_global_zero:

@@ -1,0 +1,148 @@
+"""Sweeps end to end: multirun + W&B offline, a failing cell, the report, DDP validation."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import SHAPES_TINY, TINY, compose_cfg, read_metrics
+
+from shunted_lab.module import ImageClassifier
+from shunted_lab.report import main as report_main
+from shunted_lab.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["NETRC"] = str(tmp_path / "no-netrc")  # no credentials: W&B must go offline by itself
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "-m",
+            f"paths.root_dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+            *TINY,
+            *SHAPES_TINY,
+            "logger=csv_wandb",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+        timeout=600,
+    )
+
+
+def summary_rows(sweep: Path) -> list[dict]:
+    with open(sweep / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_two_by_two_multirun_with_wandb_groups_and_report(tmp_path):
+    proc = multirun(tmp_path, "attention=vit,shunted", "mlp=plain,detail_specific")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert len(jobs) == 4
+    ids = set()
+    for job in jobs:
+        metrics = json.loads((job / "metrics.json").read_text())
+        run = metrics["wandb"]
+        cell = f"shunted_nano-shapes-{metrics['attention']}-{metrics['mlp']}"
+        assert run["group"] == cell and run["job_type"] == "train"
+        assert set(run["tags"]) == {
+            "shunted_nano",
+            "shapes",
+            f"attention={metrics['attention']}",
+            f"mlp={metrics['mlp']}",
+        }
+        offline = list((job / "wandb").glob(f"offline-run-*-{run['id']}"))
+        assert len(offline) == 1
+        record = next(offline[0].glob("*.wandb")).read_bytes()
+        assert cell.encode() in record and b"mlp=" in record  # group and tags reached the run record
+        ids.add(run["id"])
+    assert len(ids) == 4
+    rows = summary_rows(sweep)
+    assert len(rows) == 4 and all(r["seeds"] == "1" and not r["failed"] for r in rows)
+    assert (sweep / "summary.md").read_text().count("| attention=") == 4 and "logger=csv_wandb" not in rows[0]["cell"]
+    for png in ("top1_vs_gmacs.png", "top1_vs_throughput.png", "val_curves.png"):
+        assert (sweep / png).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_a_failing_cell_keeps_the_others_and_the_summary(tmp_path):
+    # One head in stage 1 is fine for vit but impossible for shunted (heads split in two).
+    proc = multirun(tmp_path, "attention=vit,shunted", "+model.num_heads=[1,2,4,8]", "logger=csv")
+    assert proc.returncode != 0
+    failures = [line for line in (proc.stdout + proc.stderr).splitlines() if "job 1 failed" in line]
+    assert len(failures) == 1 and "attention=shunted" in failures[0] and "num_heads=1" in failures[0]
+    sweep = tmp_path / "sweep"
+    assert len(list(sweep.glob("*/metrics.json"))) == 1
+    rows = {r["cell"].split()[0]: r for r in summary_rows(sweep)}
+    assert rows["attention=vit"]["seeds"] == "1" and not rows["attention=vit"]["failed"]
+    assert rows["attention=shunted"]["seeds"] == "0"
+    assert "num_heads=1 is not allowed for shunted" in rows["attention=shunted"]["failed"]
+    assert "Failed or incomplete" in (sweep / "summary.md").read_text()
+
+
+def fake_job(sweep: Path, name: str, overrides: list[str], metrics: dict | None, error: str | None = None) -> None:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if metrics is not None:
+        full = {"params": 1000, "gmacs": 0.5, "train/images_per_sec": 100.0, "wall_time_s": 10.0, **metrics}
+        (job / "metrics.json").write_text(json.dumps(full))
+        (job / "csv").mkdir()
+        (job / "csv" / "metrics.csv").write_text(f"epoch,step,val/top1\n0,10,0.3\n1,20,{metrics['val/top1']}\n")
+    if error:
+        (job / "failed.json").write_text(json.dumps({"error": error}))
+
+
+def test_report_command_on_a_saved_sweep(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, "a0", ["attention=vit", "seed=0"], {"val/top1": 0.5, "test/top1": 0.4})
+    fake_job(sweep, "a1", ["attention=vit", "seed=1"], {"val/top1": 0.7, "test/top1": 0.6})
+    fake_job(sweep, "b0", ["attention=swin", "seed=0"], {"val/top1": 0.9, "test/top1": 0.8})
+    fake_job(sweep, "b1", ["attention=swin", "seed=1"], None, error="ValueError: boom")
+    fake_job(sweep, "b2", ["attention=swin", "seed=2"], None)  # killed: neither metrics nor failure
+    assert report_main([str(sweep)]) == 0
+    rows = {r["cell"]: r for r in summary_rows(sweep)}
+    assert list(rows) == ["attention=swin", "attention=vit"]  # best val/top1 first
+    vit, swin = rows["attention=vit"], rows["attention=swin"]
+    assert vit["seeds"] == "2" and float(vit["val/top1_mean"]) == pytest.approx(0.6)
+    assert float(vit["val/top1_std"]) == pytest.approx(0.1414, abs=1e-4)
+    assert swin["seeds"] == "1" and "seed 1: failed (ValueError: boom)" in swin["failed"]
+    assert "seed 2: incomplete" in swin["failed"]
+    assert "| attention=vit | 2 | 60.0 +- 14.1 | 50.0 +- 14.1 |" in capsys.readouterr().out
+    assert report_main([str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_counts_every_validation_image_once(tmp_path):
+    # 33 validation images over 2 ranks: a padding sampler would count one of them twice.
+    cfg = compose_cfg(tmp_path, "trainer=ddp_cpu", "data.num_val=33", "data.batch_size=8")
+    train(cfg)
+    metrics = read_metrics(cfg)
+    module = ImageClassifier.load_from_checkpoint(
+        metrics["best_checkpoint"], model=__import__("timm").create_model("shunted_nano"), weights_only=True
+    ).eval()
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.data)
+    data.setup()
+    images = torch.stack([data.val_set[i][0] for i in range(33)])
+    labels = torch.tensor([data.val_set[i][1] for i in range(33)])
+    with torch.no_grad():
+        correct = (module(images).argmax(-1) == labels).sum().item()
+    assert metrics["val/top1"] == pytest.approx(correct / 33)
+    assert metrics["config"]["trainer"]["devices"] == 2
