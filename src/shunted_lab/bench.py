@@ -1,0 +1,273 @@
+"""What every variant and its peers cost: params, GMACs, images/s, peak memory, FLOP efficiency.
+
+    python -m shunted_lab.bench --models shunted_s --attention shunted --reference \\
+        --peers pvt_v2_b2,swin_tiny_patch4_window7_224,deit_small_patch16_224 --batch-size 8
+
+Random weights and inputs; `--warmup` untimed then `--iters` timed iterations, the median
+reported. Training = forward, cross-entropy, backward, AdamW step. `--reference` adds the
+published formulation (models/reference.py) with the same weights as the fast model, checks that
+the outputs agree and reports the speed ratios. Each entry runs in its own process on CPU, so that
+its peak RSS is its own (it includes the ~0.5 GB of the runtime itself).
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from .models.pyramid import checkpoint_filter_fn
+from .models.reference import PRESETS, reference_model
+from .models.stats import count_gmacs, count_params
+
+# Dense bf16 tensor-core peaks (TFLOP/s) for MFU; other GPUs fall back to a measured matmul peak.
+GPU_BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def build(entry: dict) -> tuple[torch.nn.Module, dict]:
+    """A model for the entry and facts about it; reference entries share the fast model's weights."""
+    if entry["kind"] == "peer":
+        return timm.create_model(entry["model"], num_classes=1000), {}
+    torch.manual_seed(0)
+    fast = timm.create_model(
+        entry["model"], num_classes=1000, attention=entry["attention"], mlp=entry["mlp"], drop_path_rate=0.0
+    )
+    if entry["kind"] == "ours":
+        return fast, {}
+    reference = reference_model(entry["model"])
+    fast.load_state_dict(checkpoint_filter_fn(reference.state_dict(), fast))
+    x = torch.randn(2, 3, entry["image_size"], entry["image_size"])
+    with torch.no_grad():
+        a, b = fast.eval()(x), reference.eval()(x)
+    return reference, {"max_rel_diff_vs_fast": ((a - b).abs().max() / b.abs().max()).item()}
+
+
+def timed(step, warmup: int, iters: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
+    n = 2048 if device.type == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    seconds = timed(lambda: a @ b, 2, 5, device)
+    return 2 * n**3 / seconds / 1e12
+
+
+def measure(entry: dict, args) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model, facts = build(entry)
+    result = {**entry, **facts, "params": count_params(model), "gmacs": count_gmacs(model, args.image_size)}
+    model = model.to(device)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    runner = torch.compile(model) if args.compile else model
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).to(memory_format=memory_format)
+    y = torch.randint(0, 1000, (args.batch_size,), device=device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+    model.eval()
+    with torch.inference_mode(), autocast:
+        infer_s = timed(lambda: runner(x), args.warmup, args.iters, device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = F.cross_entropy(runner(x), y)
+        loss.backward()
+        optimizer.step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    train_s = timed(train_step, args.warmup, args.iters, device)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    macs = result["gmacs"] * 1e9 * args.batch_size
+    result.update(
+        infer_images_per_s=args.batch_size / infer_s,
+        train_images_per_s=args.batch_size / train_s,
+        peak_memory_mb=peak_mb,
+        memory="cuda peak allocated" if device.type == "cuda" else "peak RSS",
+        # FLOPs = 2 x MACs forward; training counts forward + backward as 3 x forward.
+        infer_tflops=2 * macs / infer_s / 1e12,
+        train_tflops=6 * macs / train_s / 1e12,
+    )
+    return result
+
+
+def entries(args) -> list[dict]:
+    out = []
+    for model in args.models:
+        for attention in args.attention:
+            for mlp in args.mlp:
+                out.append(dict(kind="ours", model=model, attention=attention, mlp=mlp, image_size=args.image_size))
+        if args.reference and model in PRESETS:
+            out.append(
+                dict(
+                    kind="reference",
+                    model=model,
+                    attention="shunted",
+                    mlp="detail_specific",
+                    image_size=args.image_size,
+                )
+            )
+    out += [dict(kind="peer", model=p, attention="-", mlp="-", image_size=args.image_size) for p in args.peers]
+    return out
+
+
+def label(r: dict) -> str:
+    if r["kind"] == "peer":
+        return f"timm {r['model']}"
+    return f"{r['model']} {r['attention']}/{r['mlp']}" + (" (reference)" if r["kind"] == "reference" else "")
+
+
+def add_comparisons(results: list[dict], peak_tflops: float) -> None:
+    for r in results:
+        r["gmac_per_s_train"] = r["gmacs"] * r["train_images_per_s"]
+        r["gmac_per_s_infer"] = r["gmacs"] * r["infer_images_per_s"]
+        r["train_flop_share_of_peak"] = r["train_tflops"] / peak_tflops
+        r["infer_flop_share_of_peak"] = r["infer_tflops"] / peak_tflops
+    for ref in (r for r in results if r["kind"] == "reference"):
+        for r in results:
+            if r["kind"] == "ours" and (r["model"], r["attention"], r["mlp"]) == (
+                ref["model"],
+                "shunted",
+                "detail_specific",
+            ):
+                r["vs_reference"] = dict(
+                    train_speedup=r["train_images_per_s"] / ref["train_images_per_s"],
+                    infer_speedup=r["infer_images_per_s"] / ref["infer_images_per_s"],
+                    peak_memory_ratio=r["peak_memory_mb"] / ref["peak_memory_mb"],
+                )
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    lines = [
+        f"Device: {meta['device_name']}; batch {meta['batch_size']}, {meta['image_size']}px, {meta['precision']}, "
+        f"channels_last={meta['channels_last']}, compile={meta['compile']}; median of {meta['iters']} iterations "
+        f"after {meta['warmup']}; peak {meta['peak_kind']} {meta['peak_tflops']:.2f} TFLOP/s.",
+        "",
+        "| model | params (M) | GMACs | infer img/s | train img/s | train GMAC/s | train FLOP share | peak mem (MB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {label(r)} | {r['params'] / 1e6:.2f} | {r['gmacs']:.2f} | {r['infer_images_per_s']:.1f} "
+            f"| {r['train_images_per_s']:.1f} | {r['gmac_per_s_train']:.1f} | {r['train_flop_share_of_peak']:.1%} "
+            f"| {r['peak_memory_mb']:.0f} |"
+        )
+    ratios = [r for r in results if "vs_reference" in r]
+    if ratios:
+        lines += [
+            "",
+            "| vs reference | train speed-up | inference speed-up | peak memory ratio | max rel diff |",
+            "|---|---|---|---|---|",
+        ]
+        diffs = {r["model"]: r.get("max_rel_diff_vs_fast") for r in results if r["kind"] == "reference"}
+        for r in ratios:
+            v = r["vs_reference"]
+            lines.append(
+                f"| {label(r)} | {v['train_speedup']:.2f}x | {v['infer_speedup']:.2f}x | {v['peak_memory_ratio']:.2f} "
+                f"| {diffs[r['model']]:.1e} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m shunted_lab.bench", description=__doc__.split("\n\n")[0])
+
+    def csv_list(s: str) -> list[str]:
+        return [v for v in s.split(",") if v]
+
+    p.add_argument("--models", type=csv_list, default=["shunted_s"], help="our presets, comma-separated")
+    p.add_argument("--attention", type=csv_list, default=["shunted"], help="vit,pvt,swin,shunted")
+    p.add_argument("--mlp", type=csv_list, default=["detail_specific"], help="plain,detail_specific,dwconv")
+    p.add_argument("--peers", type=csv_list, default=[], help="timm model names, random weights")
+    p.add_argument("--reference", action="store_true", help="add the published formulation with shared weights")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON output; the markdown goes beside it")
+    p.add_argument("--entry", help=argparse.SUPPRESS)  # one entry, in a child process
+    return p.parse_args(argv)
+
+
+def run_entry_in_child(entry: dict, argv: list[str]) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "shunted_lab.bench", *argv, "--entry", json.dumps(entry)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark of {label(entry)} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.entry:
+        print(json.dumps(measure(json.loads(args.entry), args)))
+        return 0
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    table_peak = (
+        next((v for k, v in GPU_BF16_PEAK_TFLOPS.items() if k in name), None) if device.type == "cuda" else None
+    )
+    peak, peak_kind = (
+        (table_peak, "bf16 spec") if table_peak else (matmul_peak_tflops(device, dtype), "measured matmul")
+    )
+    results = []
+    for entry in entries(args):
+        result = run_entry_in_child(entry, argv) if device.type == "cpu" else measure(entry, args)
+        print(
+            f"{label(result)}: train {result['train_images_per_s']:.1f} img/s, "
+            f"infer {result['infer_images_per_s']:.1f} img/s",
+            flush=True,
+        )
+        results.append(result)
+    add_comparisons(results, peak)
+    meta = dict(
+        vars(args), out=str(args.out), device_name=name, peak_tflops=peak, peak_kind=peak_kind, torch=torch.__version__
+    )
+    meta.pop("entry")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    table = markdown(results, meta)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
