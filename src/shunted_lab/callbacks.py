@@ -3,6 +3,7 @@
 import time
 
 import lightning as L
+import torch
 
 
 class TrainThroughput(L.Callback):
@@ -30,3 +31,22 @@ class TrainThroughput(L.Callback):
     @property
     def images_per_sec(self) -> float | None:
         return self.images / self.seconds if self.seconds else None
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class NonFiniteLossGuard(L.Callback):
+    """Stop at the first NaN/Inf training loss, before any checkpoint of that step is written
+    (Lightning runs checkpoint callbacks after the others), naming the last good checkpoint."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            saved = [c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path]
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at global step {trainer.global_step} "
+                f"(epoch {trainer.current_epoch}, batch {batch_idx}); "
+                f"last good checkpoint: {saved[0] if saved else 'none yet'}"
+            )

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from .checkpointing import resolve_resume_path, unsafe_globals
+
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
@@ -55,5 +57,21 @@ def check_config(cfg: DictConfig) -> None:
         )
     for key in ("ckpt_path", "model.checkpoint"):
         path = OmegaConf.select(cfg, key)
-        if path is not None and path != "last" and not Path(path).is_file():
+        if key == "ckpt_path":
+            try:
+                path = resolve_resume_path(path, cfg.paths.output_dir)
+            except FileNotFoundError as e:
+                raise ConfigError(str(e)) from e
+        if path is None:
+            continue
+        if not Path(path).is_file():
             raise ConfigError(f"{key}={path!r} does not exist; expected a checkpoint file")
+        try:
+            refused = unsafe_globals(path)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from e
+        if refused:
+            raise ConfigError(
+                f"{key}={path!r} would import {refused} when loaded; refusing it (only plain tensors and "
+                "containers load, weights_only)"
+            )

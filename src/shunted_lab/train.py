@@ -16,12 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .callbacks import TrainThroughput
+from .checkpointing import AtomicCheckpointIO, resolve_resume_path
 from .config import ConfigError, check_config
 from .data import ImageClassificationData
 from .models.stats import count_gmacs, count_params
 from .module import ImageClassifier
 
 log = logging.getLogger(__name__)
+
+WANDB_ID_FILE = "wandb_run_id"
 
 
 def user_step(key: str, build):
@@ -62,9 +65,14 @@ def wandb_has_credentials() -> bool:
 def build_loggers(cfg: DictConfig) -> list:
     loggers = []
     for logger_cfg in (cfg.get("logger") or {}).values():
-        if logger_cfg._target_.endswith("WandbLogger") and not os.environ.get("WANDB_MODE"):
-            # No key means no prompt, ever: log offline and let the user `wandb sync` later.
-            logger_cfg = OmegaConf.merge(logger_cfg, {"offline": logger_cfg.offline or not wandb_has_credentials()})
+        logger_cfg = OmegaConf.to_container(logger_cfg, resolve=True)
+        if logger_cfg["_target_"].endswith("WandbLogger"):
+            if not os.environ.get("WANDB_MODE"):
+                # No key means no prompt, ever: log offline and let the user `wandb sync` later.
+                logger_cfg["offline"] = logger_cfg["offline"] or not wandb_has_credentials()
+            id_file = Path(cfg.paths.output_dir) / WANDB_ID_FILE
+            if logger_cfg["id"] is None and id_file.is_file():  # a resumed run continues its W&B run
+                logger_cfg.update(id=id_file.read_text().strip(), resume="allow")
         loggers.append(instantiate(logger_cfg))
     return loggers
 
@@ -102,7 +110,7 @@ def train(cfg: DictConfig) -> float:
     # Nothing above writes a file: a config mistake leaves no half-made run behind.
     loggers = build_loggers(cfg)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     resolved = OmegaConf.to_container(cfg, resolve=True)
     wandb_run = None
     for logger in loggers:
@@ -110,9 +118,10 @@ def train(cfg: DictConfig) -> float:
         if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
             run = logger.experiment
             run.summary.update(summary)
+            (Path(cfg.paths.output_dir) / WANDB_ID_FILE).write_text(run.id)
             wandb_run = dict(id=run.id, name=run.name, group=run.group, job_type=run.job_type, tags=list(run.tags))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg.ckpt_path, cfg.paths.output_dir))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = {}
     for run in (trainer.validate, trainer.test):

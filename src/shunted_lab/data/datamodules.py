@@ -1,5 +1,6 @@
 """LightningDataModules for image classification: SHAPES (embedded), CIFAR-10/100, image folders."""
 
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
@@ -16,6 +18,8 @@ from torchvision.transforms import v2
 
 from ..models.layers import check_choice
 from . import shapes
+
+log = logging.getLogger(__name__)
 
 
 class ImageClassificationData(L.LightningDataModule):
@@ -187,11 +191,33 @@ class CIFARData(ImageClassificationData):
         )
 
 
+def load_rgb(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read image {path}: {e} (set data.skip_bad_images=true to skip such files)") from e
+
+
+def readable_image(path: str) -> bool:
+    if not datasets.folder.has_file_allowed_extension(path, datasets.folder.IMG_EXTENSIONS):
+        return False
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except (OSError, ValueError):
+        log.warning("skipping unreadable image %s", path)
+        return False
+
+
 class ImageFolderData(ImageClassificationData):
     """`root/train/<class>/*` and `root/val/<class>/*` (ImageNet layout); val doubles as the test split.
 
     Transforms come from timm's `create_transform`, so the official ImageNet recipe is a config:
-    RandAugment, random erasing, bicubic resize, crop_pct for evaluation.
+    RandAugment, random erasing, bicubic resize, crop_pct for evaluation. An unreadable image stops
+    the run naming the file; with `skip_bad_images` every file is verified first (slow on large
+    sets) and the bad ones are skipped and counted.
     """
 
     def __init__(
@@ -203,22 +229,55 @@ class ImageFolderData(ImageClassificationData):
         re_prob: float = 0.0,
         interpolation: str = "bilinear",
         crop_pct: float = 0.875,
+        skip_bad_images: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.root = Path(root)
-        for split in ("train", "val"):
-            if not (self.root / split).is_dir():
-                raise FileNotFoundError(
-                    f"data.root={str(self.root)!r} has no {split}/ folder; "
-                    f"expected {split}/<class>/<image> (ImageNet layout)"
-                )
+        self.skip_bad_images = skip_bad_images
+        classes = {split: self._classes(split) for split in ("train", "val")}
+        if classes["train"] != classes["val"]:
+            raise ValueError(
+                f"data.root={str(self.root)!r}: train/ and val/ hold different classes "
+                f"(only in train: {sorted(set(classes['train']) - set(classes['val']))[:5]}, "
+                f"only in val: {sorted(set(classes['val']) - set(classes['train']))[:5]})"
+            )
+        self.num_classes = len(classes["train"])
         common = dict(input_size=self.image_size, mean=tuple(mean), std=tuple(std), interpolation=interpolation)
         self.train_tf = create_transform(is_training=True, auto_augment=auto_augment, re_prob=re_prob, **common)
         self.eval_tf = create_transform(is_training=False, crop_pct=crop_pct, **common)
-        self.num_classes = len(datasets.folder.find_classes(self.root / "train")[0])
+
+    def _classes(self, split: str) -> list[str]:
+        folder = self.root / split
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"data.root={str(self.root)!r} has no {split}/ folder; "
+                f"expected {split}/<class>/<image> (ImageNet layout)"
+            )
+        classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+        empty = [c for c in classes if not any(f.is_file() for f in (folder / c).iterdir())]
+        if not classes or empty:
+            raise FileNotFoundError(
+                f"data.root={str(self.root)!r}: {split}/ has "
+                + (f"empty class folders {empty[:5]}" if classes else "no class folders")
+                + "; every class needs at least one image"
+            )
+        return classes
+
+    def _split(self, split: str, transform) -> datasets.ImageFolder:
+        folder = self.root / split
+        if not self.skip_bad_images:
+            return datasets.ImageFolder(folder, transform=transform, loader=load_rgb)
+        dataset = datasets.ImageFolder(folder, transform=transform, loader=load_rgb, is_valid_file=readable_image)
+        candidates = sum(
+            datasets.folder.has_file_allowed_extension(str(f), datasets.folder.IMG_EXTENSIONS)
+            for f in folder.rglob("*")
+        )
+        if candidates > len(dataset):
+            log.warning("%s: skipped %d unreadable of %d images", folder, candidates - len(dataset), candidates)
+        return dataset
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = datasets.ImageFolder(self.root / "train", transform=self.train_tf)
-        self.val_set = datasets.ImageFolder(self.root / "val", transform=self.eval_tf)
+        self.train_set = self._split("train", self.train_tf)
+        self.val_set = self._split("val", self.eval_tf)
         self.test_set = self.val_set
