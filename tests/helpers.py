@@ -4,7 +4,9 @@ import json
 import pickle
 from pathlib import Path
 
+import lightning as L
 import numpy as np
+import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -64,3 +66,16 @@ def write_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int
             for i in range(per_class):
                 pixels = rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / split / c / f"{i}.png")
+
+
+class PoisonWeights(L.Callback):
+    """Test-only: turn every weight into NaN after optimizer step `at_step`."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.fill_(float("nan"))

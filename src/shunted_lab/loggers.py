@@ -1,21 +1,35 @@
-"""Lightning's CSVLogger, made to append to an existing metrics.csv.
+"""Lightning's CSVLogger, made to survive kills and resumes.
 
-Lightning's writer forgets the header of a file it did not write in this process, so evaluating
-after `fit` under ddp_spawn, or resuming into the same run directory, fails on the first new
-column. Reading the header back fixes both.
+Lightning's writer deletes an existing metrics.csv when it starts, so resuming into a run
+directory, or evaluating after `fit` in a process spawned by ddp_spawn, would erase the log of
+the earlier process: this one appends to it, under its header. Lightning also buffers rows for
+100 steps, which a kill -9 loses: flushing whenever a checkpoint is saved keeps the log on disk
+as far as the checkpoint.
 """
 
 import csv
-import os
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+
+class AppendingExperimentWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])
 
 
 class CSVLogger(LightningCSVLogger):
     @property
-    def experiment(self):
-        writer = super().experiment
-        if writer is not None and not writer.metrics_keys and os.path.isfile(writer.metrics_file_path):
-            with open(writer.metrics_file_path, newline="") as f:
-                writer.metrics_keys = next(csv.reader(f), [])
-        return writer
+    @rank_zero_experiment
+    def experiment(self) -> AppendingExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        super().after_save_checkpoint(checkpoint_callback)
+        self.save()

@@ -1,0 +1,196 @@
+"""Nothing lost: kill -9 and resume, a kill during save, refused checkpoints, NaN guard, bad data, resumed sweeps."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import SHAPES_TINY, TINY, compose_cfg, write_image_folder
+
+from shunted_lab.callbacks import NonFiniteLossError
+from shunted_lab.config import ConfigError
+from shunted_lab.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_py(tmp_path: Path, *overrides: str, **kwargs) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["NETRC"] = str(tmp_path / "no-netrc")
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), f"paths.root_dir={tmp_path}", *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        **kwargs,
+    )
+
+
+def checkpoint_step(path: Path) -> int:
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")["global_step"]
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return -1
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_resume_continues_the_step_and_the_wandb_run(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [
+        *TINY,
+        "data.num_train=1600",  # 100 steps per epoch
+        "data.num_val=64",
+        "trainer.max_epochs=3",
+        "callbacks.periodic_checkpoint.every_n_train_steps=20",
+        "logger=csv_wandb",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = run_py(tmp_path, *overrides)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while checkpoint_step(last) < 120 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid epoch 1: a checkpoint at step >= 120 exists, 300 is the end
+    proc.wait()
+    killed_at = checkpoint_step(last)
+    assert 120 <= killed_at < 200, killed_at
+    assert not (run_dir / "metrics.json").exists()
+    first_wandb_id = (run_dir / "wandb_run_id").read_text()
+
+    resumed = run_py(tmp_path, *overrides, "ckpt_path=last")
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 300 and metrics["epochs"] == 3
+    assert metrics["wandb"]["id"] == first_wandb_id  # the same W&B run, resumed
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    val_epochs = [int(r["epoch"]) for r in rows if r.get("val/top1")]
+    assert sorted(val_epochs)[:3] == [0, 1, 2] and val_epochs.count(1) == 1  # no epoch run twice or skipped
+
+
+def test_a_kill_during_save_leaves_the_previous_checkpoint_whole(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, signal, torch
+        from shunted_lab.checkpointing import AtomicCheckpointIO
+        io = AtomicCheckpointIO()
+        path = {str(tmp_path / "last.ckpt")!r}
+        io.save_checkpoint({{"global_step": 1, "w": torch.ones(1000)}}, path)
+        real_save = torch.save
+        def dying_save(obj, f, *args, **kwargs):
+            f.write(b"PK\\x03\\x04 half a checkpoint")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        torch.save = dying_save
+        io.save_checkpoint({{"global_step": 2, "w": torch.zeros(1000)}}, path)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 1 and torch.equal(saved["w"], torch.ones(1000))
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("key", ["ckpt_path", "model.checkpoint"])
+def test_checkpoints_that_run_code_are_refused(tmp_path, key):
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hook": Payload()}, evil)
+    with pytest.raises(ConfigError, match=rf"{key}=.*evil.ckpt' would import \['posix.system'\] when loaded; refusing"):
+        train(compose_cfg(tmp_path, f"{key}={evil}"))
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ConfigError, match=r"ckpt_path: .*corrupt.ckpt is not a readable PyTorch checkpoint"):
+        train(compose_cfg(tmp_path, f"ckpt_path={corrupt}"))
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = compose_cfg(
+        tmp_path,
+        "callbacks.periodic_checkpoint.every_n_train_steps=2",
+        "+callbacks.poison._target_=helpers.PoisonWeights",
+        "+callbacks.poison.at_step=3",
+    )
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(NonFiniteLossError, match=rf"loss is nan at global step 4 .*last good checkpoint: {last}"):
+        train(cfg)
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == 2
+    assert all(torch.isfinite(t).all() for t in saved["state_dict"].values() if t.is_floating_point())
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
+def image_folder_cfg(tmp_path, *overrides):
+    return compose_cfg(
+        tmp_path,
+        "data=imagefolder",
+        f"data.root={tmp_path}/images",
+        "data.image_size=32",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        *overrides,
+    )
+
+
+def test_corrupt_image_names_the_file_or_is_skipped_and_counted(tmp_path, caplog):
+    write_image_folder(tmp_path / "images")
+    bad = tmp_path / "images" / "train" / "dog" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(ValueError, match=rf"cannot read image {bad}"):
+        train(image_folder_cfg(tmp_path))
+    train(image_folder_cfg(tmp_path / "skip", f"data.root={tmp_path}/images", "data.skip_bad_images=true"))
+    assert f"skipping unreadable image {bad}" in caplog.text
+    assert "skipped 1 unreadable of 13 images" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda root: (root / "train" / "cat").mkdir(parents=True), r"train/ has empty class folders \['cat'\]"),
+        (lambda root: (root / "val").rename(root / "validation"), r"has no val/ folder"),
+        (lambda root: (root / "val" / "fox").rename(root / "val" / "wolf"), r"train/ and val/ hold different classes"),
+    ],
+)
+def test_bad_image_folders_are_reported_before_training(tmp_path, make, match):
+    write_image_folder(tmp_path / "images", classes=("dog", "fox"))
+    make(tmp_path / "images")
+    with pytest.raises(ConfigError, match=match):
+        train(image_folder_cfg(tmp_path))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_rerunning_a_sweep_skips_completed_jobs_and_reruns_the_rest(tmp_path):
+    command = [*TINY, *SHAPES_TINY, "logger=csv", "hydra.mode=MULTIRUN", "attention=vit,shunted"]
+    command.append(f"hydra.sweep.dir={tmp_path}/sweep")
+    first = run_py(tmp_path, *command)
+    assert first.wait(timeout=600) == 0
+    jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(jobs) == 2
+    kept, lost = jobs
+    kept_before = kept.read_text()
+    lost.unlink()  # as if that job had been killed before it finished
+    second = run_py(tmp_path, *command)
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output[-3000:]
+    assert f"{kept.parent.name} is complete (metrics.json); skipped" in output
+    assert kept.read_text() == kept_before and lost.is_file()
+    assert "skipped" not in output.split(lost.parent.name)[-1].splitlines()[0]
