@@ -138,6 +138,7 @@ def test_resume_from_last_checkpoint_continues_the_global_step(tmp_path):
         (["model.drop_path_rate=1.0"], r"model.drop_path_rate=1.0 is not allowed"),
         (["ckpt_path=/no/such.ckpt"], r"ckpt_path='/no/such.ckpt' does not exist"),
         (["model.checkpoint=/no/such.pth"], r"model.checkpoint='/no/such.pth' does not exist"),
+        (["ckpt_path=last"], r"ckpt_path=last: no .*checkpoints/last.ckpt; point hydra.run.dir at the run"),
         (["data=imagefolder"], r"data.root must be set"),
         (["data=imagefolder", "data.root=/no/such/dir"], r"data: data.root='/no/such/dir' has no train/ folder"),
         (["+model.num_heads=[2,3,4,8]"], r"model: num_heads=3 must be >= 1 and divide dim=64"),
@@ -173,3 +174,23 @@ def test_run_py_config_error_exits_non_zero_and_leaves_no_run_dir(tmp_path):
     errors = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if "config error" in line]
     assert errors == [errors[0]] and "data.batch_size=-4 is not allowed" in errors[0]
     assert not list((tmp_path / "logs").rglob("*.json")) and not list((tmp_path / "logs" / "runs").iterdir())
+
+
+@pytest.mark.parametrize(
+    "override,first_line",
+    [
+        ("attention=transformer", "Could not find 'attention/transformer'"),
+        ("data.batchsize=32", "Could not override 'data.batchsize'."),
+    ],
+)
+def test_hydra_rejects_unknown_options_and_keys_before_running(tmp_path, override, first_line):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), override, f"paths.root_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert first_line in proc.stderr.strip().splitlines()[0]
+    assert not (tmp_path / "logs").exists()
