@@ -38,6 +38,19 @@ def compose_cfg(tmp_path: Path, *overrides: str, tiny: bool = True):
         )
 
 
+def image_folder_cfg(tmp_path: Path, *overrides: str):
+    """data=imagefolder on tmp_path/images (see write_image_folder), 32 px, batch 4."""
+    return compose_cfg(
+        tmp_path,
+        "data=imagefolder",
+        f"data.root={tmp_path}/images",
+        "data.image_size=32",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        *overrides,
+    )
+
+
 def read_metrics(cfg) -> dict:
     return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
 

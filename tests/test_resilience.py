@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SHAPES_TINY, TINY, compose_cfg, write_image_folder
+from helpers import SHAPES_TINY, TINY, compose_cfg, image_folder_cfg, write_image_folder
 
 from shunted_lab.callbacks import NonFiniteLossError
 from shunted_lab.config import ConfigError
@@ -136,18 +136,6 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert saved["global_step"] == 2
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values() if t.is_floating_point())
     assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
-
-
-def image_folder_cfg(tmp_path, *overrides):
-    return compose_cfg(
-        tmp_path,
-        "data=imagefolder",
-        f"data.root={tmp_path}/images",
-        "data.image_size=32",
-        "data.num_workers=0",
-        "data.batch_size=4",
-        *overrides,
-    )
 
 
 def test_corrupt_image_names_the_file_or_is_skipped_and_counted(tmp_path, caplog):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import compose_cfg, read_metrics, write_cifar10, write_image_folder
+from helpers import compose_cfg, image_folder_cfg, read_metrics, write_cifar10, write_image_folder
 
 from shunted_lab.config import ConfigError
 from shunted_lab.models import FFNS, MIXERS
@@ -76,14 +76,7 @@ def test_cifar_missing_files_name_the_path(tmp_path):
 
 def test_image_folder(tmp_path):
     write_image_folder(tmp_path / "images")
-    cfg = compose_cfg(
-        tmp_path,
-        "data=imagefolder",
-        f"data.root={tmp_path}/images",
-        "data.image_size=32",
-        "data.num_workers=0",
-        "data.batch_size=4",
-    )
+    cfg = image_folder_cfg(tmp_path)
     train(cfg)
     metrics = read_metrics(cfg)
     assert metrics["data"] == "imagefolder" and metrics["global_step"] == 3  # 12 images / batch 4

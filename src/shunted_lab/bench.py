@@ -197,6 +197,63 @@ def markdown(results: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def loop_overhead(args) -> dict:
+    """Training steps/s of the LightningModule vs a bare PyTorch loop (same model, loader,
+    optimizer), and how fast the SHAPES loader delivers images vs how fast the model eats them."""
+    import lightning as L
+
+    from .callbacks import TrainThroughput
+    from .data import ShapesData
+    from .module import ImageClassifier
+
+    data = ShapesData(name="shapes", num_train=args.batch_size * (args.iters + args.warmup), batch_size=args.batch_size)
+    data.setup()
+    steps = args.iters
+
+    def fresh_model():
+        torch.manual_seed(0)
+        return timm.create_model("shunted_nano", num_classes=data.num_classes)
+
+    model = fresh_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for i, (x, y) in enumerate(data.train_dataloader()):
+        if i == args.warmup:
+            start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    bare = steps / (time.perf_counter() - start)
+
+    timer = TrainThroughput(warmup_batches=args.warmup)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[timer],
+    )
+    module = ImageClassifier(fresh_model(), data.num_classes, label_smoothing=0.0, warmup_epochs=0)
+    trainer.fit(module, datamodule=data)
+    lightning_steps = timer.images_per_sec / args.batch_size
+
+    start = time.perf_counter()
+    loaded = sum(len(x) for x, _ in data.train_dataloader())
+    loader_images = loaded / (time.perf_counter() - start)
+    return dict(
+        bare_steps_per_s=bare,
+        lightning_steps_per_s=lightning_steps,
+        lightning_vs_bare=lightning_steps / bare,
+        loader_images_per_s=loader_images,
+        model_train_images_per_s=bare * args.batch_size,
+        loader_vs_model=loader_images / (bare * args.batch_size),
+    )
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m shunted_lab.bench", description=__doc__.split("\n\n")[0])
 
@@ -218,6 +275,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON output; the markdown goes beside it")
+    p.add_argument("--loop-overhead", action="store_true", help="Lightning vs bare loop, and SHAPES loading, instead")
     p.add_argument("--entry", help=argparse.SUPPRESS)  # one entry, in a child process
     return p.parse_args(argv)
 
@@ -237,6 +295,12 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     if args.entry:
         print(json.dumps(measure(json.loads(args.entry), args)))
+        return 0
+    if args.loop_overhead:
+        result = loop_overhead(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(dict(meta=dict(vars(args), out=str(args.out)), loop=result), indent=2))
+        print(json.dumps(result, indent=2))
         return 0
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
