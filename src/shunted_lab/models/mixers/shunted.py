@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import check_map_size, head_dim, merge_heads, split_heads, to_map, to_tokens
+from ..layers import check_map_size, head_dim, split_heads, to_map, to_tokens
 
 
 class ShuntedAttention(nn.Module):
@@ -65,10 +65,13 @@ class ShuntedAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        B, N, C = x.shape
         q = split_heads(self.q(x), self.num_heads)
         if self.sr_ratio == 1:
             k, v = self.kv(x).chunk(2, dim=-1)
-            x = merge_heads(self.attend(q, k, v)) + to_tokens(self.local_conv(to_map(v, hw)))
+            local = to_tokens(self.local_conv(to_map(v, hw))).view(B, N, self.num_heads, -1)
+            # Adding the head-major attention output through a transposed view merges heads in the same pass.
+            x = (local + self.attend(q, k, v).transpose(1, 2)).reshape(B, N, C)
             return self.proj_drop(self.proj(x))
 
         check_map_size(hw, self.sr_ratio)
@@ -83,5 +86,6 @@ class ShuntedAttention(nn.Module):
             reduced = sr(x_map)
             k, v = kv(self.act(norm(to_tokens(reduced)))).chunk(2, dim=-1)
             v = v + to_tokens(local_conv(to_map(v, reduced.shape[-2:])))
-            outs.append(self.attend(q_half, k, v))
-        return self.proj_drop(self.proj(merge_heads(torch.cat(outs, dim=1))))
+            outs.append(self.attend(q_half, k, v).transpose(1, 2))  # B, N, heads / 2, d
+        # One copy merges both scales and the heads: [x1 | x2] channels, as in the seed.
+        return self.proj_drop(self.proj(torch.cat(outs, dim=2).view(B, N, C)))
