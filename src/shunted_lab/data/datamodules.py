@@ -84,9 +84,10 @@ class ShapesData(ImageClassificationData):
         clutter: int = 4,
         seed: int = 0,
         root: str | None = None,
+        image_size: int = 64,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(image_size=image_size, **kwargs)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.clutter, self.seed = clutter, seed
         self.cache_dir = Path(root) if root else None
