@@ -187,3 +187,33 @@ def test_hydra_rejects_unknown_options_and_keys_before_running(tmp_path, overrid
     assert proc.returncode != 0
     assert first_line in proc.stderr.strip().splitlines()[0]
     assert not (tmp_path / "logs").exists()
+
+
+def test_recipe_switches_train(tmp_path):
+    cfg = compose_cfg(
+        tmp_path,
+        "optim=official",  # Mixup 0.8 / CutMix 1.0 with soft-target loss
+        "optim.ema_decay=0.9",
+        "trainer.precision=bf16-mixed",
+        "channels_last=true",
+        "trainer.max_epochs=2",
+    )
+    train(cfg)
+    metrics = read_metrics(cfg)
+    assert 0.0 <= metrics["val_ema/top1"] <= 1.0 and "val_ema/loss" in metrics
+    assert metrics["config"]["optim"]["mixup"] == 0.8 and metrics["global_step"] == 8
+
+
+def test_sweeper_and_launcher_presets_compose():
+    from helpers import CONF_DIR
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        optuna = compose("config", overrides=["hparams_search=optuna"], return_hydra_config=True)
+        slurm = compose(
+            "config", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8"], return_hydra_config=True
+        )
+    assert optuna.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert set(optuna.hydra.sweeper.params) == {"optim.lr", "model.drop_path_rate"}
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert slurm.hydra.launcher.tasks_per_node == slurm.hydra.launcher.gpus_per_node == 8

@@ -16,9 +16,16 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 class AppendingExperimentWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
+        """Keep an existing metrics.csv (Lightning deletes it here)."""
+
+    def _record_new_keys(self) -> set[str]:
+        # Another process of this run (spawned for fit/validate, or before a resume) may have
+        # written columns this copy of the writer has never seen: take the header from disk.
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = next(csv.reader(f), [])
+                on_disk = next(csv.reader(f), [])
+            self.metrics_keys = sorted(set(self.metrics_keys) | set(on_disk))
+        return super()._record_new_keys()
 
 
 class CSVLogger(LightningCSVLogger):
