@@ -12,6 +12,7 @@ import lightning as L
 import timm
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -115,7 +116,7 @@ def train(cfg: DictConfig) -> float:
     wandb_run = None
     for logger in loggers:
         logger.log_hyperparams({**resolved, "summary": summary})
-        if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             run = logger.experiment
             run.summary.update(summary)
             (Path(cfg.paths.output_dir) / WANDB_ID_FILE).write_text(run.id)
@@ -124,8 +125,8 @@ def train(cfg: DictConfig) -> float:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg.ckpt_path, cfg.paths.output_dir))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = {}
-    for run in (trainer.validate, trainer.test):
-        results.update(run(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0])
+    for evaluate in (trainer.validate, trainer.test):
+        results.update(evaluate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0])
     throughput = next((c for c in trainer.callbacks if isinstance(c, TrainThroughput)), None)
     metrics = {
         **{k: results[k] for k in sorted(results)},
@@ -141,7 +142,7 @@ def train(cfg: DictConfig) -> float:
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
         log.info("val/top1 %.4f test/top1 %.4f (%s)", metrics["val/top1"], metrics["test/top1"], cfg.run_name)
-    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
         import wandb
 
         wandb.finish()
