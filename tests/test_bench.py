@@ -8,7 +8,8 @@ from shunted_lab.bench import main
 def test_bench_tiny_end_to_end_with_reference(tmp_path):
     out = tmp_path / "bench.json"
     argv = ["--models", "shunted_t", "--attention", "shunted,pvt", "--reference", "--peers", "resnet18"]
-    argv += ["--batch-size", "1", "--image-size", "64", "--warmup", "1", "--iters", "1", "--out", str(out)]
+    argv += ["--batch-size", "1", "--image-size", "64", "--warmup", "1", "--iters", "1", "--rounds", "2"]
+    argv += ["--out", str(out)]
     assert main(argv) == 0
     report = json.loads(out.read_text())
     results = {(r["kind"], r["attention"]): r for r in report["results"]}
@@ -17,8 +18,21 @@ def test_bench_tiny_end_to_end_with_reference(tmp_path):
     assert reference["max_rel_diff_vs_fast"] < 1e-5
     assert reference["params"] == fast["params"] and abs(reference["gmacs"] - fast["gmacs"]) < 1e-9
     assert fast["vs_reference"]["train_speedup"] > 0 and fast["peak_memory_mb"] > 0
+    # Both rounds are pooled: one timed iteration per round, one ratio per round.
+    assert fast["rounds"] == 2 and len(fast["train_seconds"]) == 2
+    assert len(fast["vs_reference"]["train_speedup_per_round"]) == 2
     for r in report["results"]:
         assert r["train_images_per_s"] > 0 and r["infer_images_per_s"] > 0 and 0 < r["train_flop_share_of_peak"]
     table = out.with_suffix(".md").read_text()
     assert "shunted_t shunted/detail_specific (reference)" in table and "timm resnet18" in table
     assert "| vs reference |" in table
+
+
+def test_loop_overhead_alternates_bare_and_lightning_runs(tmp_path):
+    out = tmp_path / "loop.json"
+    argv = ["--loop-overhead", "--batch-size", "4", "--warmup", "1", "--iters", "3", "--rounds", "2", "--out", str(out)]
+    assert main(argv) == 0
+    loop = json.loads(out.read_text())["loop"]
+    assert len(loop["rounds"]["bare"]) == len(loop["rounds"]["lightning"]) == 2
+    assert len(loop["lightning_vs_bare_per_round"]) == 2
+    assert loop["lightning_vs_bare"] > 0 and loop["loader_vs_model"] > 0

@@ -6,8 +6,10 @@
 Random weights and inputs; `--warmup` untimed then `--iters` timed iterations, the median
 reported. Training = forward, cross-entropy, backward, AdamW step. `--reference` adds the
 published formulation (models/reference.py) with the same weights as the fast model, checks that
-the outputs agree and reports the speed ratios. Each entry runs in its own process on CPU, so that
-its peak RSS is its own (it includes the ~0.5 GB of the runtime itself).
+the outputs agree and reports the speed ratios. Each entry runs in its own process, so that its
+peak memory is its own (on CPU, peak RSS includes the ~0.5 GB of the runtime itself). The entries
+are measured in turn for `--rounds` rounds and each median pools all rounds: a machine whose
+speed drifts over minutes (shared CPUs do, by 10-20%) then slows every entry alike.
 """
 
 import argparse
@@ -50,7 +52,8 @@ def build(entry: dict) -> tuple[torch.nn.Module, dict]:
     return reference, {"max_rel_diff_vs_fast": ((a - b).abs().max() / b.abs().max()).item()}
 
 
-def timed(step, warmup: int, iters: int, device: torch.device) -> float:
+def timed(step, warmup: int, iters: int, device: torch.device) -> list[float]:
+    """Seconds per call of step, for each of `iters` calls after `warmup` untimed ones."""
     for _ in range(warmup):
         step()
     times = []
@@ -62,14 +65,14 @@ def timed(step, warmup: int, iters: int, device: torch.device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
+    """The fastest of 20 large matmuls: the peak, not a typical call, is what FLOP shares divide by."""
     n = 2048 if device.type == "cpu" else 8192
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    seconds = timed(lambda: a @ b, 2, 5, device)
-    return 2 * n**3 / seconds / 1e12
+    return 2 * n**3 / min(timed(lambda: a @ b, 3, 20, device)) / 1e12
 
 
 def measure(entry: dict, args) -> dict:
@@ -88,7 +91,7 @@ def measure(entry: dict, args) -> dict:
 
     model.eval()
     with torch.inference_mode(), autocast:
-        infer_s = timed(lambda: runner(x), args.warmup, args.iters, device)
+        infer_times = timed(lambda: runner(x), args.warmup, args.iters, device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -101,21 +104,32 @@ def measure(entry: dict, args) -> dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    train_s = timed(train_step, args.warmup, args.iters, device)
+    train_times = timed(train_step, args.warmup, args.iters, device)
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    macs = result["gmacs"] * 1e9 * args.batch_size
     result.update(
-        infer_images_per_s=args.batch_size / infer_s,
-        train_images_per_s=args.batch_size / train_s,
+        infer_seconds=infer_times,
+        train_seconds=train_times,
         peak_memory_mb=peak_mb,
         memory="cuda peak allocated" if device.type == "cuda" else "peak RSS",
-        # FLOPs = 2 x MACs forward; training counts forward + backward as 3 x forward.
-        infer_tflops=2 * macs / infer_s / 1e12,
-        train_tflops=6 * macs / train_s / 1e12,
     )
+    return result
+
+
+def summarise(rounds: list[dict], batch_size: int) -> dict:
+    """One entry's rounds -> medians over every timed iteration of every round."""
+    result = dict(rounds[0], rounds=len(rounds), peak_memory_mb=max(r["peak_memory_mb"] for r in rounds))
+    macs = result["gmacs"] * 1e9 * batch_size
+    for phase, flops_per_mac in (("infer", 2), ("train", 6)):  # training: forward + backward = 3 x forward
+        times = [t for r in rounds for t in r[f"{phase}_seconds"]]
+        result[f"{phase}_seconds"] = times
+        result[f"{phase}_images_per_s"] = batch_size / statistics.median(times)
+        result[f"{phase}_images_per_s_per_round"] = [
+            batch_size / statistics.median(r[f"{phase}_seconds"]) for r in rounds
+        ]
+        result[f"{phase}_tflops"] = flops_per_mac * macs / statistics.median(times) / 1e12
     return result
 
 
@@ -162,14 +176,26 @@ def add_comparisons(results: list[dict], peak_tflops: float) -> None:
                     train_speedup=r["train_images_per_s"] / ref["train_images_per_s"],
                     infer_speedup=r["infer_images_per_s"] / ref["infer_images_per_s"],
                     peak_memory_ratio=r["peak_memory_mb"] / ref["peak_memory_mb"],
+                    **{
+                        f"{phase}_speedup_per_round": [
+                            a / b
+                            for a, b in zip(
+                                r[f"{phase}_images_per_s_per_round"],
+                                ref[f"{phase}_images_per_s_per_round"],
+                                strict=True,
+                            )
+                        ]
+                        for phase in ("train", "infer")
+                    },
                 )
 
 
 def markdown(results: list[dict], meta: dict) -> str:
     lines = [
         f"Device: {meta['device_name']}; batch {meta['batch_size']}, {meta['image_size']}px, {meta['precision']}, "
-        f"channels_last={meta['channels_last']}, compile={meta['compile']}; median of {meta['iters']} iterations "
-        f"after {meta['warmup']}; peak {meta['peak_kind']} {meta['peak_tflops']:.2f} TFLOP/s.",
+        f"channels_last={meta['channels_last']}, compile={meta['compile']}; median of {meta['rounds']} rounds x "
+        f"{meta['iters']} iterations after {meta['warmup']}; peak {meta['peak_kind']} {meta['peak_tflops']:.2f} "
+        "TFLOP/s.",
         "",
         "| model | params (M) | GMACs | infer img/s | train img/s | train GMAC/s | train FLOP share | peak mem (MB) |",
         "|---|---|---|---|---|---|---|---|",
@@ -184,14 +210,20 @@ def markdown(results: list[dict], meta: dict) -> str:
     if ratios:
         lines += [
             "",
-            "| vs reference | train speed-up | inference speed-up | peak memory ratio | max rel diff |",
+            "| vs reference | train speed-up (rounds: min-max) | inference speed-up (rounds) | peak memory ratio "
+            "| max rel diff |",
             "|---|---|---|---|---|",
         ]
         diffs = {r["model"]: r.get("max_rel_diff_vs_fast") for r in results if r["kind"] == "reference"}
+
+        def speedup(v: dict, phase: str) -> str:
+            per_round = v[f"{phase}_speedup_per_round"]
+            return f"{v[f'{phase}_speedup']:.2f}x ({min(per_round):.2f}-{max(per_round):.2f})"
+
         for r in ratios:
             v = r["vs_reference"]
             lines.append(
-                f"| {label(r)} | {v['train_speedup']:.2f}x | {v['infer_speedup']:.2f}x | {v['peak_memory_ratio']:.2f} "
+                f"| {label(r)} | {speedup(v, 'train')} | {speedup(v, 'infer')} | {v['peak_memory_ratio']:.2f} "
                 f"| {diffs[r['model']]:.1e} |"
             )
     return "\n".join(lines) + "\n"
@@ -199,7 +231,8 @@ def markdown(results: list[dict], meta: dict) -> str:
 
 def loop_overhead(args) -> dict:
     """Training steps/s of the LightningModule vs a bare PyTorch loop (same model, loader,
-    optimizer), and how fast the SHAPES loader delivers images vs how fast the model eats them."""
+    optimizer), alternating bare and Lightning runs for `--rounds` rounds, and how fast the SHAPES
+    loader delivers images vs how fast the model eats them."""
     import lightning as L
 
     from .callbacks import TrainThroughput
@@ -208,49 +241,62 @@ def loop_overhead(args) -> dict:
 
     data = ShapesData(name="shapes", num_train=args.batch_size * (args.iters + args.warmup), batch_size=args.batch_size)
     data.setup()
-    steps = args.iters
 
     def fresh_model():
         torch.manual_seed(0)
         return timm.create_model("shunted_nano", num_classes=data.num_classes)
 
-    model = fresh_model()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    for i, (x, y) in enumerate(data.train_dataloader()):
-        if i == args.warmup:
-            start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    bare = steps / (time.perf_counter() - start)
+    def bare() -> float:
+        model = fresh_model().train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for i, (x, y) in enumerate(data.train_dataloader()):
+            if i == args.warmup:
+                start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return args.iters / (time.perf_counter() - start)
 
-    timer = TrainThroughput(warmup_batches=args.warmup)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[timer],
-    )
-    module = ImageClassifier(fresh_model(), data.num_classes, label_smoothing=0.0, warmup_epochs=0)
-    trainer.fit(module, datamodule=data)
-    lightning_steps = timer.images_per_sec / args.batch_size
+    def lightning() -> float:
+        timer = TrainThroughput(warmup_batches=args.warmup)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[timer],
+        )
+        module = ImageClassifier(fresh_model(), data.num_classes, label_smoothing=0.0, warmup_epochs=0)
+        trainer.fit(module, datamodule=data)
+        return timer.images_per_sec / args.batch_size
+
+    bare()  # the process's first run pays for allocator growth and oneDNN kernel creation: not counted
+    runs = {"bare": [], "lightning": []}
+    for i in range(args.rounds):
+        order = ("bare", "lightning") if i % 2 == 0 else ("lightning", "bare")
+        for name in order:
+            runs[name].append(bare() if name == "bare" else lightning())
+        print(
+            f"round {i + 1}/{args.rounds}: bare {runs['bare'][-1]:.2f}, Lightning {runs['lightning'][-1]:.2f} steps/s"
+        )
+    bare_steps, lightning_steps = (statistics.median(runs[k]) for k in ("bare", "lightning"))
 
     start = time.perf_counter()
     loaded = sum(len(x) for x, _ in data.train_dataloader())
     loader_images = loaded / (time.perf_counter() - start)
     return dict(
-        bare_steps_per_s=bare,
+        bare_steps_per_s=bare_steps,
         lightning_steps_per_s=lightning_steps,
-        lightning_vs_bare=lightning_steps / bare,
+        lightning_vs_bare=lightning_steps / bare_steps,
+        lightning_vs_bare_per_round=[a / b for a, b in zip(runs["lightning"], runs["bare"], strict=True)],
+        rounds=runs,
         loader_images_per_s=loader_images,
-        model_train_images_per_s=bare * args.batch_size,
-        loader_vs_model=loader_images / (bare * args.batch_size),
+        model_train_images_per_s=bare_steps * args.batch_size,
+        loader_vs_model=loader_images / (bare_steps * args.batch_size),
     )
 
 
@@ -273,6 +319,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3, help="entries measured in turn, this many times each")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON output; the markdown goes beside it")
     p.add_argument("--loop-overhead", action="store_true", help="Lightning vs bare loop, and SHAPES loading, instead")
@@ -311,15 +358,17 @@ def main(argv: list[str]) -> int:
     peak, peak_kind = (
         (table_peak, "bf16 spec") if table_peak else (matmul_peak_tflops(device, dtype), "measured matmul")
     )
-    results = []
-    for entry in entries(args):
-        result = run_entry_in_child(entry, argv) if device.type == "cpu" else measure(entry, args)
-        print(
-            f"{label(result)}: train {result['train_images_per_s']:.1f} img/s, "
-            f"infer {result['infer_images_per_s']:.1f} img/s",
-            flush=True,
-        )
-        results.append(result)
+    todo = entries(args)
+    rounds = [[] for _ in todo]
+    for i in range(args.rounds):
+        for entry, done in zip(todo, rounds, strict=True):
+            done.append(run_entry_in_child(entry, argv))
+            train, infer = (args.batch_size / statistics.median(done[-1][f"{p}_seconds"]) for p in ("train", "infer"))
+            print(
+                f"round {i + 1}/{args.rounds} {label(entry)}: train {train:.1f} img/s, infer {infer:.1f} img/s",
+                flush=True,
+            )
+    results = [summarise(done, args.batch_size) for done in rounds]
     add_comparisons(results, peak)
     meta = dict(
         vars(args), out=str(args.out), device_name=name, peak_tflops=peak, peak_kind=peak_kind, torch=torch.__version__

@@ -29,8 +29,7 @@ class DetailSpecificMlp(PlainMlp):
         self.dwconv = DWConv(hidden_dim)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = self.fc1(x)
-        x = self.drop(self.act(x + self.dwconv(x, hw)))
+        x = self.drop(self.act(self.dwconv(self.fc1(x), hw, plus_input=True)))
         return self.drop(self.fc2(x))
 
 

@@ -3,6 +3,7 @@
 import importlib
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -27,6 +28,17 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
+def conv_plus_input(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """x + conv(x) for a same-size conv, as one conv whose centre tap is raised by one.
+
+    The sum is then never a separate pass over x: forward and backward each save a read and a
+    write of the tensor, and in the FFN that is the widest tensor of the block (hidden = 4-8x dim).
+    """
+    centre = torch.zeros_like(conv.weight[:1])
+    centre[..., conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] = 1
+    return F.conv2d(x, conv.weight + centre, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 class DWConv(nn.Module):
     """Depth-wise 3x3 conv over a token map (module path `dwconv.dwconv` as in the official release)."""
 
@@ -34,8 +46,10 @@ class DWConv(nn.Module):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        return to_tokens(self.dwconv(to_map(x, hw)))
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], plus_input: bool = False) -> torch.Tensor:
+        """The conv of x, or with plus_input x + conv(x) (see conv_plus_input)."""
+        x = to_map(x, hw)
+        return to_tokens(conv_plus_input(self.dwconv, x) if plus_input else self.dwconv(x))
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:

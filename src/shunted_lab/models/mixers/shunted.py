@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import check_map_size, head_dim, split_heads, to_map, to_tokens
+from ..layers import check_map_size, conv_plus_input, head_dim, split_heads, to_map, to_tokens
 
 
 class ShuntedAttention(nn.Module):
@@ -85,7 +85,7 @@ class ShuntedAttention(nn.Module):
         for q_half, sr, norm, kv, local_conv in branches:
             reduced = sr(x_map)
             k, v = kv(self.act(norm(to_tokens(reduced)))).chunk(2, dim=-1)
-            v = v + to_tokens(local_conv(to_map(v, reduced.shape[-2:])))
+            v = to_tokens(conv_plus_input(local_conv, to_map(v, reduced.shape[-2:])))
             outs.append(self.attend(q_half, k, v).transpose(1, 2))  # B, N, heads / 2, d
         # One copy merges both scales and the heads: [x1 | x2] channels, as in the seed.
         return self.proj_drop(self.proj(torch.cat(outs, dim=2).view(B, N, C)))
