@@ -10,6 +10,7 @@ from conftest import official_key_listing
 from torch.utils.flop_counter import FlopCounterMode
 
 from shunted_lab.models import FFNS, MIXERS, PyramidTransformer
+from shunted_lab.models.pyramid import PyramidStage
 from shunted_lab.models.reference import reference_model
 
 PUBLISHED = {"shunted_t": (11_553_576, 2.15), "shunted_s": (22_401_256, 4.99), "shunted_b": (39_614_376, 8.15)}
@@ -96,6 +97,27 @@ def test_grad_checkpointing_gives_same_gradients():
     model.set_grad_checkpointing(True)
     model(x).sum().backward()
     assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(model.parameters(), expected, strict=True))
+
+
+@pytest.mark.parametrize("attention", sorted(MIXERS))
+def test_cpu_batch_chunks_give_the_same_outputs_and_gradients(attention, monkeypatch):
+    chunk_sizes, run_blocks = [], PyramidStage.run_blocks
+    monkeypatch.setattr(
+        PyramidStage, "run_blocks", lambda self, x, hw: chunk_sizes.append(len(x)) or run_blocks(self, x, hw)
+    )
+    torch.manual_seed(0)
+    whole = timm.create_model("shunted_nano", attention=attention, cpu_chunk_mib=0)
+    chunked = timm.create_model("shunted_nano", attention=attention, cpu_chunk_mib=0.01)  # one image per chunk
+    chunked.load_state_dict(whole.state_dict())
+    x = torch.randn(3, 3, 64, 64)
+    for model in (whole, chunked):
+        chunk_sizes.clear()
+        model(x).square().sum().backward()
+    assert chunk_sizes == [1] * 12  # 4 stages x 3 images
+    with torch.no_grad():
+        torch.testing.assert_close(chunked.eval()(x), whole.eval()(x), rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(whole.named_parameters(), chunked.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def official_state_dict(name):
@@ -197,6 +219,7 @@ def test_missing_checkpoint_file_names_the_path(tmp_path):
             r"attention option\(s\) \['linear'\] not accepted by ShuntedAttention",
         ),
         (dict(drop_path_rate=1.5), r"drop_path_rate=1.5 is not allowed"),
+        (dict(cpu_chunk_mib=-1), r"cpu_chunk_mib=-1 is not allowed; expected >= 0"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_them(kwargs, match):

@@ -70,24 +70,41 @@ class Block(nn.Module):
 
 
 class PyramidStage(nn.Module):
-    """Downsample (stem or patch embedding) -> blocks -> LayerNorm; NCHW in and out."""
+    """Downsample (stem or patch embedding) -> blocks -> LayerNorm; NCHW in and out.
 
-    def __init__(self, downsample: nn.Module, blocks: list[Block], dim: int):
+    On CPU the blocks run over batch chunks whose widest activation (the FFN's hidden tensor)
+    stays under cpu_chunk_mib: glibc page-faults every allocation over 32 MiB in afresh, which
+    cost Shunted-S 10-15% of a training step at batch 8 (see the README's performance notes).
+    Every op inside a block is per image, so chunking changes no result. 0 turns it off.
+    """
+
+    def __init__(self, downsample: nn.Module, blocks: list[Block], dim: int, hidden_dim: int, cpu_chunk_mib: float):
         super().__init__()
         self.downsample = downsample
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
         self.grad_checkpointing = False
+        self.hidden_dim = hidden_dim
+        self.cpu_chunk_mib = cpu_chunk_mib
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Channels-last convs are faster (oneDNN on CPU, cuDNN on GPU) and their output is already
-        # token-major, so the LayerNorm reads it without a copy. Later stages get it as a free view.
-        x, hw = self.downsample(x.contiguous(memory_format=torch.channels_last))
+    def run_blocks(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, hw, use_reentrant=False)
             else:
                 x = block(x, hw)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Channels-last convs are faster (oneDNN on CPU, cuDNN on GPU) and their output is already
+        # token-major, so the LayerNorm reads it without a copy. Later stages get it as a free view.
+        x, hw = self.downsample(x.contiguous(memory_format=torch.channels_last))
+        image_bytes = x.shape[1] * self.hidden_dim * x.element_size()
+        images = max(1, int(self.cpu_chunk_mib * 2**20 // image_bytes)) if self.cpu_chunk_mib else len(x)
+        if x.device.type == "cpu" and images < len(x):
+            x = torch.cat([self.run_blocks(chunk, hw) for chunk in x.split(images)])
+        else:
+            x = self.run_blocks(x, hw)
         return self.norm(x).transpose(1, 2).reshape(x.shape[0], -1, *hw)
 
 
@@ -120,6 +137,7 @@ class PyramidTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
+        cpu_chunk_mib: float = 16,
     ):
         super().__init__()
         num_stages = len(depths)
@@ -133,6 +151,8 @@ class PyramidTransformer(nn.Module):
         ffn_cls = resolve_variant("mlp", mlp, FFNS)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate={drop_path_rate} is not allowed; expected 0 <= value < 1")
+        if cpu_chunk_mib < 0:
+            raise ValueError(f"cpu_chunk_mib={cpu_chunk_mib} is not allowed; expected >= 0 (0 turns chunking off)")
 
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -148,7 +168,7 @@ class PyramidTransformer(nn.Module):
                 downsample = ConvStem(in_chans, dim, num_conv)
             else:
                 downsample = OverlapPatchEmbed(in_chans, dim, patch_size=7, stride=4)
-            blocks = []
+            blocks, hidden_dim = [], int(dim * mlp_ratios[i])
             for j in range(depth):
                 mixer = build_mixer(
                     attention,
@@ -160,9 +180,9 @@ class PyramidTransformer(nn.Module):
                     proj_drop=proj_drop_rate,
                     **(attention_kwargs or {}),
                 )
-                ffn = ffn_cls(dim, int(dim * mlp_ratios[i]), drop=proj_drop_rate)
+                ffn = ffn_cls(dim, hidden_dim, drop=proj_drop_rate)
                 blocks.append(Block(dim, mixer, ffn, drop_paths.pop(0)))
-            stages.append(PyramidStage(downsample, blocks, dim))
+            stages.append(PyramidStage(downsample, blocks, dim, hidden_dim, cpu_chunk_mib))
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
             prev_dim = dim
         self.stages = nn.Sequential(*stages)
