@@ -40,7 +40,12 @@ def build(entry: dict) -> tuple[torch.nn.Module, dict]:
         return timm.create_model(entry["model"], num_classes=1000), {}
     torch.manual_seed(0)
     fast = timm.create_model(
-        entry["model"], num_classes=1000, attention=entry["attention"], mlp=entry["mlp"], drop_path_rate=0.0
+        entry["model"],
+        num_classes=1000,
+        attention=entry["attention"],
+        mlp=entry["mlp"],
+        drop_path_rate=0.0,
+        **({"cpu_chunk_mib": entry["cpu_chunk_mib"]} if "cpu_chunk_mib" in entry else {}),
     )
     if entry["kind"] == "ours":
         return fast, {}
@@ -138,7 +143,9 @@ def entries(args) -> list[dict]:
     for model in args.models:
         for attention in args.attention:
             for mlp in args.mlp:
-                out.append(dict(kind="ours", model=model, attention=attention, mlp=mlp, image_size=args.image_size))
+                for chunk in args.cpu_chunk_mib or [None]:
+                    entry = dict(kind="ours", model=model, attention=attention, mlp=mlp, image_size=args.image_size)
+                    out.append(entry if chunk is None else dict(entry, cpu_chunk_mib=chunk))
         if args.reference and model in PRESETS:
             out.append(
                 dict(
@@ -156,7 +163,8 @@ def entries(args) -> list[dict]:
 def label(r: dict) -> str:
     if r["kind"] == "peer":
         return f"timm {r['model']}"
-    return f"{r['model']} {r['attention']}/{r['mlp']}" + (" (reference)" if r["kind"] == "reference" else "")
+    chunk = f" [chunks {r['cpu_chunk_mib']:g} MiB]" if "cpu_chunk_mib" in r else ""
+    return f"{r['model']} {r['attention']}/{r['mlp']}{chunk}" + (" (reference)" if r["kind"] == "reference" else "")
 
 
 def add_comparisons(results: list[dict], peak_tflops: float) -> None:
@@ -310,6 +318,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--attention", type=csv_list, default=["shunted"], help="vit,pvt,swin,shunted")
     p.add_argument("--mlp", type=csv_list, default=["detail_specific"], help="plain,detail_specific,dwconv")
     p.add_argument("--peers", type=csv_list, default=[], help="timm model names, random weights")
+    p.add_argument(
+        "--cpu-chunk-mib",
+        type=lambda s: [float(v) for v in csv_list(s)],
+        default=None,
+        help="our models' CPU batch-chunk budgets to compare, e.g. 16,0 (default: the model's own)",
+    )
     p.add_argument("--reference", action="store_true", help="add the published formulation with shared weights")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", type=int, default=224)
