@@ -66,7 +66,7 @@ class ImageClassifier(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {
                 f"{split}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
-                for split in ("val", "test", "val_ema")
+                for split in ("val", "test", *(("val_ema",) if ema_decay else ()))
                 for name, k in (("top1", 1), ("top5", top_k))
             }
         )
