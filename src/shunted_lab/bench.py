@@ -123,6 +123,10 @@ def measure(entry: dict, args) -> dict:
     return result
 
 
+def images_per_s(seconds: list[float], batch_size: int) -> float:
+    return batch_size / statistics.median(seconds)
+
+
 def summarise(rounds: list[dict], batch_size: int) -> dict:
     """One entry's rounds -> medians over every timed iteration of every round."""
     result = dict(rounds[0], rounds=len(rounds), peak_memory_mb=max(r["peak_memory_mb"] for r in rounds))
@@ -130,11 +134,9 @@ def summarise(rounds: list[dict], batch_size: int) -> dict:
     for phase, flops_per_mac in (("infer", 2), ("train", 6)):  # training: forward + backward = 3 x forward
         times = [t for r in rounds for t in r[f"{phase}_seconds"]]
         result[f"{phase}_seconds"] = times
-        result[f"{phase}_images_per_s"] = batch_size / statistics.median(times)
-        result[f"{phase}_images_per_s_per_round"] = [
-            batch_size / statistics.median(r[f"{phase}_seconds"]) for r in rounds
-        ]
-        result[f"{phase}_tflops"] = flops_per_mac * macs / statistics.median(times) / 1e12
+        result[f"{phase}_images_per_s"] = images_per_s(times, batch_size)
+        result[f"{phase}_images_per_s_per_round"] = [images_per_s(r[f"{phase}_seconds"], batch_size) for r in rounds]
+        result[f"{phase}_tflops"] = flops_per_mac * macs * result[f"{phase}_images_per_s"] / batch_size / 1e12
     return result
 
 
@@ -180,22 +182,12 @@ def add_comparisons(results: list[dict], peak_tflops: float) -> None:
                 "shunted",
                 "detail_specific",
             ):
-                r["vs_reference"] = dict(
-                    train_speedup=r["train_images_per_s"] / ref["train_images_per_s"],
-                    infer_speedup=r["infer_images_per_s"] / ref["infer_images_per_s"],
-                    peak_memory_ratio=r["peak_memory_mb"] / ref["peak_memory_mb"],
-                    **{
-                        f"{phase}_speedup_per_round": [
-                            a / b
-                            for a, b in zip(
-                                r[f"{phase}_images_per_s_per_round"],
-                                ref[f"{phase}_images_per_s_per_round"],
-                                strict=True,
-                            )
-                        ]
-                        for phase in ("train", "infer")
-                    },
-                )
+                vs = dict(peak_memory_ratio=r["peak_memory_mb"] / ref["peak_memory_mb"])
+                for phase in ("train", "infer"):
+                    vs[f"{phase}_speedup"] = r[f"{phase}_images_per_s"] / ref[f"{phase}_images_per_s"]
+                    key = f"{phase}_images_per_s_per_round"
+                    vs[f"{phase}_speedup_per_round"] = [a / b for a, b in zip(r[key], ref[key], strict=True)]
+                r["vs_reference"] = vs
 
 
 def markdown(results: list[dict], meta: dict) -> str:
@@ -377,7 +369,7 @@ def main(argv: list[str]) -> int:
     for i in range(args.rounds):
         for entry, done in zip(todo, rounds, strict=True):
             done.append(run_entry_in_child(entry, argv))
-            train, infer = (args.batch_size / statistics.median(done[-1][f"{p}_seconds"]) for p in ("train", "infer"))
+            train, infer = (images_per_s(done[-1][f"{p}_seconds"], args.batch_size) for p in ("train", "infer"))
             print(
                 f"round {i + 1}/{args.rounds} {label(entry)}: train {train:.1f} img/s, infer {infer:.1f} img/s",
                 flush=True,
