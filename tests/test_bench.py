@@ -34,6 +34,23 @@ def test_bench_tiny_end_to_end_with_reference(tmp_path):
     assert "| vs reference |" in table
 
 
+def test_bench_under_bf16_autocast(tmp_path):
+    # The GPU targets are bf16; the same autocast path runs here on the CPU, reference included.
+    out = tmp_path / "bench.json"
+    argv = ["--models", "shunted_t", "--attention", "shunted,swin", "--reference", "--precision", "bf16"]
+    argv += ["--batch-size", "2", "--image-size", "64", "--warmup", "1", "--iters", "1", "--rounds", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["meta"]["peak_kind"] == "measured bf16 matmul"
+    assert [(r["kind"], r["attention"]) for r in report["results"]] == [
+        ("ours", "shunted"),
+        ("ours", "swin"),
+        ("reference", "shunted"),
+    ]
+    assert report["results"][0]["vs_reference"]["train_speedup"] > 0
+    assert "bf16" in out.with_suffix(".md").read_text()
+
+
 def test_loop_overhead_alternates_bare_and_lightning_runs(tmp_path):
     out = tmp_path / "loop.json"
     argv = ["--loop-overhead", "--batch-size", "4", "--warmup", "1", "--iters", "3", "--rounds", "2", "--out", str(out)]

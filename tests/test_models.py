@@ -120,6 +120,27 @@ def test_cpu_batch_chunks_give_the_same_outputs_and_gradients(attention, monkeyp
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize(
+    "attention,mlp", [*((a, "detail_specific") for a in sorted(MIXERS)), ("swin", "plain"), ("pvt", "dwconv")]
+)
+def test_every_variant_compiles_as_one_graph(attention, mlp):
+    # fullgraph=True fails on any graph break; aot_eager traces forward and backward like Inductor
+    # does without generating code, so the check is backend-independent and takes seconds.
+    torch._dynamo.reset()  # each variant's first compile, not a recompile past dynamo's limit
+    torch.manual_seed(0)
+    model = timm.create_model("shunted_nano", attention=attention, mlp=mlp, cpu_chunk_mib=0.01)  # chunks traced
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 3, 64, 64)
+    compiled(x).square().sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(x).square().sum().backward()
+    for (name, p), g in zip(model.named_parameters(), grads, strict=True):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.eval()(x), model.eval()(x), rtol=1e-5, atol=1e-6)
+
+
 def official_state_dict(name):
     """Random tensors with the released keys and shapes (BatchNorm buffers included)."""
     state = {}

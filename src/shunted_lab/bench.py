@@ -32,6 +32,7 @@ from .models.stats import count_gmacs, count_params
 
 # Dense bf16 tensor-core peaks (TFLOP/s) for MFU; other GPUs fall back to a measured matmul peak.
 GPU_BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build(entry: dict) -> tuple[torch.nn.Module, dict]:
@@ -91,8 +92,9 @@ def measure(entry: dict, args) -> dict:
     runner = torch.compile(model) if args.compile else model
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).to(memory_format=memory_format)
     y = torch.randint(0, 1000, (args.batch_size,), device=device)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+    autocast = (
+        nullcontext() if args.precision == "fp32" else torch.autocast(device.type, dtype=PRECISIONS[args.precision])
+    )
 
     model.eval()
     with torch.inference_mode(), autocast:
@@ -319,7 +321,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--reference", action="store_true", help="add the published formulation with shared weights")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -356,13 +358,14 @@ def main(argv: list[str]) -> int:
         print(json.dumps(result, indent=2))
         return 0
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     table_peak = (
         next((v for k, v in GPU_BF16_PEAK_TFLOPS.items() if k in name), None) if device.type == "cuda" else None
     )
     peak, peak_kind = (
-        (table_peak, "bf16 spec") if table_peak else (matmul_peak_tflops(device, dtype), "measured matmul")
+        (table_peak, "bf16 spec")
+        if table_peak
+        else (matmul_peak_tflops(device, PRECISIONS[args.precision]), f"measured {args.precision} matmul")
     )
     todo = entries(args)
     rounds = [[] for _ in todo]
