@@ -1,13 +1,29 @@
 """Feed-forward layers. Every FFN takes (B, N, C) tokens and the map size hw = (H, W)."""
 
+from functools import partial
+
 import torch
 from torch import nn
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from .layers import DWConv
 
+_MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default}
+
+
+def _keep_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _MATMULS else CheckpointPolicy.PREFER_RECOMPUTE
+
 
 class PlainMlp(nn.Module):
-    """fc1 -> GELU -> fc2 (ViT, Swin)."""
+    """fc1 -> GELU -> fc2 (ViT, Swin).
+
+    While autograd records, everything between fc1 and fc2 is recomputed in the backward pass
+    instead of kept: hidden tensors (4-8x the block's width) are most of a model's activation
+    memory, and plain autograd keeps two to three of them per FFN (fc2's input, the GELU's input,
+    the conv's input). Only fc1's output is kept; re-running the GELU (and the depth-wise conv)
+    costs little next to the matmuls, whose outputs are kept so fc2 never runs twice.
+    """
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
         super().__init__()
@@ -16,9 +32,22 @@ class PlainMlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
+    def activation(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        return self.act(x)
+
+    def after_fc1(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.activation(x, hw))))
+
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = self.drop(self.act(self.fc1(x)))
-        return self.drop(self.fc2(x))
+        x = self.fc1(x)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return self.after_fc1(x, hw)
+        # respect_saved_tensors_hooks: the kept matmul outputs go through the caller's hooks
+        # (save_on_cpu, memory accounting) like every other saved tensor.
+        context = partial(create_selective_checkpoint_contexts, _keep_matmuls)
+        return checkpoint(
+            self.after_fc1, x, hw, use_reentrant=False, context_fn=context, respect_saved_tensors_hooks=True
+        )
 
 
 class DetailSpecificMlp(PlainMlp):
@@ -28,17 +57,15 @@ class DetailSpecificMlp(PlainMlp):
         super().__init__(dim, hidden_dim, drop)
         self.dwconv = DWConv(hidden_dim)
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = self.drop(self.act(self.dwconv(self.fc1(x), hw, plus_input=True)))
-        return self.drop(self.fc2(x))
+    def activation(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        return self.act(self.dwconv(x, hw, plus_input=True))
 
 
 class DWConvMlp(DetailSpecificMlp):
     """PVTv2's FFN: fc1 -> DWConv3x3 -> GELU -> fc2, no residual around the conv."""
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = self.drop(self.act(self.dwconv(self.fc1(x), hw)))
-        return self.drop(self.fc2(x))
+    def activation(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        return self.act(self.dwconv(x, hw))
 
 
 FFNS = {"plain": PlainMlp, "detail_specific": DetailSpecificMlp, "dwconv": DWConvMlp}
