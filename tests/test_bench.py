@@ -8,7 +8,7 @@ from shunted_lab.bench import main
 def test_bench_tiny_end_to_end_with_reference(tmp_path):
     out = tmp_path / "bench.json"
     argv = ["--models", "shunted_t", "--attention", "shunted,pvt", "--reference", "--peers", "resnet18"]
-    argv += ["--cpu-chunk-mib", "16,0"]
+    argv += ["--cpu-chunk-mib", "16,0", "--ffn-recompute", "on"]
     argv += ["--batch-size", "1", "--image-size", "64", "--warmup", "1", "--iters", "1", "--rounds", "2"]
     argv += ["--out", str(out)]
     assert main(argv) == 0
@@ -32,7 +32,7 @@ def test_bench_tiny_end_to_end_with_reference(tmp_path):
         assert r["train_images_per_s"] > 0 and r["infer_images_per_s"] > 0 and 0 < r["train_flop_share_of_peak"]
     table = out.with_suffix(".md").read_text()
     assert "shunted_t shunted/detail_specific (reference)" in table and "timm resnet18" in table
-    assert "shunted_t shunted/detail_specific [chunks 0 MiB]" in table
+    assert "shunted_t shunted/detail_specific [chunks 0 MiB] [FFN recompute on]" in table
     assert "| vs reference |" in table
 
 

@@ -182,7 +182,7 @@ def test_ffns_match_explicit(hw):
 
 
 @pytest.mark.parametrize("name", sorted(FFNS))
-def test_ffn_keeps_one_hidden_tensor_for_backward_and_gets_the_same_gradients(name):
+def test_recomputing_ffn_keeps_one_hidden_tensor_and_gets_the_same_gradients(name):
     ffn, hw = randomize(FFNS[name](16, 64)).train(), (4, 5)
     x = torch.randn(2, 20, 16, requires_grad=True)
     params = {p.data_ptr() for p in ffn.parameters()}
@@ -194,6 +194,10 @@ def test_ffn_keeps_one_hidden_tensor_for_backward_and_gets_the_same_gradients(na
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        ffn(x, hw)  # recompute=None: off on the CPU
+        assert len(hidden_saved) >= 2
+        hidden_saved.clear()
+        ffn.recompute = True
         out = ffn(x, hw)
     assert len(hidden_saved) == 1  # fc1's output; plain autograd keeps 2 (plain FFN) or 3
     with OpCounter() as ops:

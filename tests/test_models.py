@@ -128,7 +128,8 @@ def test_every_variant_compiles_as_one_graph(attention, mlp):
     # does without generating code, so the check is backend-independent and takes seconds.
     torch._dynamo.reset()  # each variant's first compile, not a recompile past dynamo's limit
     torch.manual_seed(0)
-    model = timm.create_model("shunted_nano", attention=attention, mlp=mlp, cpu_chunk_mib=0.01)  # chunks traced
+    # Batch chunks and the FFN's selective recomputation are traced too.
+    model = timm.create_model("shunted_nano", attention=attention, mlp=mlp, cpu_chunk_mib=0.01, ffn_recompute=True)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     x = torch.randn(2, 3, 64, 64)
     compiled(x).square().sum().backward()
@@ -241,6 +242,7 @@ def test_missing_checkpoint_file_names_the_path(tmp_path):
         ),
         (dict(drop_path_rate=1.5), r"drop_path_rate=1.5 is not allowed"),
         (dict(cpu_chunk_mib=-1), r"cpu_chunk_mib=-1 is not allowed; expected >= 0"),
+        (dict(ffn_recompute="yes"), r"ffn_recompute=.yes. is not allowed; expected true, false or null"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_them(kwargs, match):

@@ -46,6 +46,7 @@ def build(entry: dict) -> tuple[torch.nn.Module, dict]:
         attention=entry["attention"],
         mlp=entry["mlp"],
         drop_path_rate=0.0,
+        ffn_recompute=entry.get("ffn_recompute"),
         **({"cpu_chunk_mib": entry["cpu_chunk_mib"]} if "cpu_chunk_mib" in entry else {}),
     )
     if entry["kind"] == "ours":
@@ -169,7 +170,14 @@ def entries(args) -> list[dict]:
         for attention in args.attention:
             for mlp in args.mlp:
                 for chunk in args.cpu_chunk_mib or [None]:
-                    entry = dict(kind="ours", model=model, attention=attention, mlp=mlp, image_size=args.image_size)
+                    entry = dict(
+                        kind="ours",
+                        model=model,
+                        attention=attention,
+                        mlp=mlp,
+                        image_size=args.image_size,
+                        ffn_recompute={"auto": None, "on": True, "off": False}[args.ffn_recompute],
+                    )
                     out.append(entry if chunk is None else dict(entry, cpu_chunk_mib=chunk))
         if args.reference and model in PRESETS:
             out.append(
@@ -188,8 +196,10 @@ def entries(args) -> list[dict]:
 def label(r: dict) -> str:
     if r["kind"] == "peer":
         return f"timm {r['model']}"
-    chunk = f" [chunks {r['cpu_chunk_mib']:g} MiB]" if "cpu_chunk_mib" in r else ""
-    return f"{r['model']} {r['attention']}/{r['mlp']}{chunk}" + (" (reference)" if r["kind"] == "reference" else "")
+    tags = f" [chunks {r['cpu_chunk_mib']:g} MiB]" if "cpu_chunk_mib" in r else ""
+    if r.get("ffn_recompute") is not None:
+        tags += f" [FFN recompute {'on' if r['ffn_recompute'] else 'off'}]"
+    return f"{r['model']} {r['attention']}/{r['mlp']}{tags}" + (" (reference)" if r["kind"] == "reference" else "")
 
 
 def add_comparisons(results: list[dict], peak_tflops: float) -> None:
@@ -341,6 +351,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=lambda s: [float(v) for v in csv_list(s)],
         default=None,
         help="our models' CPU batch-chunk budgets to compare, e.g. 16,0 (default: the model's own)",
+    )
+    p.add_argument(
+        "--ffn-recompute",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="auto (on accelerators, not on the CPU), on or off: FFNs recompute their hidden tensors in backward",
     )
     p.add_argument("--reference", action="store_true", help="add the published formulation with shared weights")
     p.add_argument("--batch-size", type=int, default=8)

@@ -18,11 +18,13 @@ def _keep_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
 class PlainMlp(nn.Module):
     """fc1 -> GELU -> fc2 (ViT, Swin).
 
-    While autograd records, everything between fc1 and fc2 is recomputed in the backward pass
-    instead of kept: hidden tensors (4-8x the block's width) are most of a model's activation
-    memory, and plain autograd keeps two to three of them per FFN (fc2's input, the GELU's input,
-    the conv's input). Only fc1's output is kept; re-running the GELU (and the depth-wise conv)
-    costs little next to the matmuls, whose outputs are kept so fc2 never runs twice.
+    With `recompute`, everything between fc1 and fc2 is recomputed in the backward pass instead
+    of kept: hidden tensors (4-8x the block's width) are most of a model's activation memory, and
+    plain autograd keeps two to three of them per FFN (fc2's input, the GELU's input, the conv's
+    input). Only fc1's output is kept; the matmul outputs are kept too, so fc2 never runs twice.
+    None (default) recomputes on accelerators, where memory bounds the batch and a GELU or
+    depth-wise conv is cheap next to the matmuls, but not on the CPU, where the extra pass cost 5-8%
+    of a training step (README, performance).
     """
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
@@ -31,6 +33,7 @@ class PlainMlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
+        self.recompute: bool | None = None
 
     def activation(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         return self.act(x)
@@ -40,7 +43,8 @@ class PlainMlp(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         x = self.fc1(x)
-        if not (torch.is_grad_enabled() and x.requires_grad):
+        recompute = x.device.type != "cpu" if self.recompute is None else self.recompute
+        if not (recompute and torch.is_grad_enabled() and x.requires_grad):
             return self.after_fc1(x, hw)
         # respect_saved_tensors_hooks: the kept matmul outputs go through the caller's hooks
         # (save_on_cpu, memory accounting) like every other saved tensor.

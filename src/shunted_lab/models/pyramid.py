@@ -138,6 +138,7 @@ class PyramidTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
         cpu_chunk_mib: float = 16,
+        ffn_recompute: bool | None = None,
     ):
         super().__init__()
         num_stages = len(depths)
@@ -151,6 +152,8 @@ class PyramidTransformer(nn.Module):
         ffn_cls = resolve_variant("mlp", mlp, FFNS)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate={drop_path_rate} is not allowed; expected 0 <= value < 1")
+        if ffn_recompute not in (None, True, False):
+            raise ValueError(f"ffn_recompute={ffn_recompute!r} is not allowed; expected true, false or null (auto)")
         if cpu_chunk_mib < 0:
             raise ValueError(f"cpu_chunk_mib={cpu_chunk_mib} is not allowed; expected >= 0 (0 turns chunking off)")
 
@@ -181,6 +184,7 @@ class PyramidTransformer(nn.Module):
                     **(attention_kwargs or {}),
                 )
                 ffn = ffn_cls(dim, hidden_dim, drop=proj_drop_rate)
+                ffn.recompute = ffn_recompute  # see PlainMlp; None: on accelerators, not on the CPU
                 blocks.append(Block(dim, mixer, ffn, drop_paths.pop(0)))
             stages.append(PyramidStage(downsample, blocks, dim, hidden_dim, cpu_chunk_mib))
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
