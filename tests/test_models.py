@@ -142,6 +142,25 @@ def test_every_variant_compiles_as_one_graph(attention, mlp):
         torch.testing.assert_close(compiled.eval()(x), model.eval()(x), rtol=1e-5, atol=1e-6)
 
 
+def test_ffn_recompute_under_autocast_with_batch_chunks():
+    # Later chunks hit autocast's weight-cast cache in forward but not when recomputed.
+    torch.manual_seed(0)
+    model = timm.create_model("shunted_nano", cpu_chunk_mib=0.01, ffn_recompute=True)
+    x = torch.randn(3, 3, 64, 64)
+    grads = []
+    for recompute in (True, False):
+        for m in model.modules():
+            if hasattr(m, "recompute"):
+                m.recompute = recompute
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x).float().square().mean()
+        loss.backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-4)  # bf16 rounding
+
+
 def official_state_dict(name):
     """Random tensors with the released keys and shapes (BatchNorm buffers included)."""
     state = {}

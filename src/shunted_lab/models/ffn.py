@@ -1,5 +1,6 @@
 """Feed-forward layers. Every FFN takes (B, N, C) tokens and the map size hw = (H, W)."""
 
+from contextlib import nullcontext
 from functools import partial
 
 import torch
@@ -46,12 +47,22 @@ class PlainMlp(nn.Module):
         recompute = x.device.type != "cpu" if self.recompute is None else self.recompute
         if not (recompute and torch.is_grad_enabled() and x.requires_grad):
             return self.after_fc1(x, hw)
+        # Autocast caches a weight's low-precision copy for its whole region: a later batch chunk
+        # finds it cached in forward but casts afresh when recomputed, a mismatch that selective
+        # checkpointing refuses. Without the cache both passes cast (the weights are small).
+        device = x.device.type
+        autocast = (
+            torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False)
+            if torch.is_autocast_enabled(device)
+            else nullcontext()
+        )
         # respect_saved_tensors_hooks: the kept matmul outputs go through the caller's hooks
         # (save_on_cpu, memory accounting) like every other saved tensor.
         context = partial(create_selective_checkpoint_contexts, _keep_matmuls)
-        return checkpoint(
-            self.after_fc1, x, hw, use_reentrant=False, context_fn=context, respect_saved_tensors_hooks=True
-        )
+        with autocast:
+            return checkpoint(
+                self.after_fc1, x, hw, use_reentrant=False, context_fn=context, respect_saved_tensors_hooks=True
+            )
 
 
 class DetailSpecificMlp(PlainMlp):
