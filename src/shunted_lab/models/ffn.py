@@ -24,7 +24,7 @@ class PlainMlp(nn.Module):
     plain autograd keeps two to three of them per FFN (fc2's input, the GELU's input, the conv's
     input). Only fc1's output is kept; the matmul outputs are kept too, so fc2 never runs twice.
     None (default) recomputes on accelerators, where memory bounds the batch and a GELU or
-    depth-wise conv is cheap next to the matmuls, but not on the CPU, where the extra pass cost 5-8%
+    depth-wise conv is cheap next to the matmuls, but not on the CPU, where the extra pass cost 1-8%
     of a training step (README, performance).
     """
 
