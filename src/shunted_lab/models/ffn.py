@@ -2,6 +2,7 @@
 
 from contextlib import nullcontext
 from functools import partial
+from inspect import signature
 
 import torch
 from torch import nn
@@ -10,6 +11,11 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 from .layers import DWConv
 
 _MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default}
+# Recent PyTorch routes the tensors selective checkpointing keeps through the caller's saved-tensor
+# hooks (save_on_cpu, the bench's memory count) like every other saved tensor, when asked to.
+_SAC_HOOKS = (
+    {"respect_saved_tensors_hooks": True} if "respect_saved_tensors_hooks" in signature(checkpoint).parameters else {}
+)
 
 
 def _keep_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
@@ -56,13 +62,9 @@ class PlainMlp(nn.Module):
             if torch.is_autocast_enabled(device)
             else nullcontext()
         )
-        # respect_saved_tensors_hooks: the kept matmul outputs go through the caller's hooks
-        # (save_on_cpu, memory accounting) like every other saved tensor.
         context = partial(create_selective_checkpoint_contexts, _keep_matmuls)
         with autocast:
-            return checkpoint(
-                self.after_fc1, x, hw, use_reentrant=False, context_fn=context, respect_saved_tensors_hooks=True
-            )
+            return checkpoint(self.after_fc1, x, hw, use_reentrant=False, context_fn=context, **_SAC_HOOKS)
 
 
 class DetailSpecificMlp(PlainMlp):
