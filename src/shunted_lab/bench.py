@@ -166,6 +166,7 @@ def summarise(rounds: list[dict], batch_size: int) -> dict:
 
 def entries(args) -> list[dict]:
     out = []
+    ffn_recompute = {"auto": None, "on": True, "off": False}[args.ffn_recompute]
     for model in args.models:
         for attention in args.attention:
             for mlp in args.mlp:
@@ -176,7 +177,7 @@ def entries(args) -> list[dict]:
                         attention=attention,
                         mlp=mlp,
                         image_size=args.image_size,
-                        ffn_recompute={"auto": None, "on": True, "off": False}[args.ffn_recompute],
+                        ffn_recompute=ffn_recompute,
                     )
                     out.append(entry if chunk is None else dict(entry, cpu_chunk_mib=chunk))
         if args.reference and model in PRESETS:

@@ -50,13 +50,13 @@ class PlainMlp(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         x = self.fc1(x)
-        recompute = x.device.type != "cpu" if self.recompute is None else self.recompute
+        device = x.device.type
+        recompute = device != "cpu" if self.recompute is None else self.recompute
         if not (recompute and torch.is_grad_enabled() and x.requires_grad):
             return self.after_fc1(x, hw)
         # Autocast caches a weight's low-precision copy for its whole region: a later batch chunk
         # finds it cached in forward but casts afresh when recomputed, a mismatch that selective
         # checkpointing refuses. Without the cache both passes cast (the weights are small).
-        device = x.device.type
         autocast = (
             torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False)
             if torch.is_autocast_enabled(device)
