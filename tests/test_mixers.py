@@ -99,10 +99,20 @@ def swin_explicit(m: ShiftedWindowAttention, x, hw):
 
 @pytest.mark.parametrize("hw", [(8, 8), (10, 7), (3, 5)])
 @pytest.mark.parametrize("shift", [False, True])
-def test_shifted_window_attention_matches_explicit(hw, shift):
+@pytest.mark.parametrize("grad", [False, True], ids=["sdpa", "cpu-training-path"])
+def test_shifted_window_attention_matches_explicit(hw, shift, grad):
+    """Without gradients SDPA runs; with them, on the CPU, the mixer's own softmax path (forward and backward)."""
     m = randomize(ShiftedWindowAttention(32, 2, window_size=4, shift=shift))
-    x = torch.randn(2, hw[0] * hw[1], 32)
-    assert_close(m(x, hw), swin_explicit(m, x, hw))
+    x = torch.randn(2, hw[0] * hw[1], 32, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        out = m(x, hw)
+    expected = swin_explicit(m, x, hw)
+    assert_close(out, expected)
+    if grad:
+        got = torch.autograd.grad(out.square().sum(), [x, *m.parameters()])
+        want = torch.autograd.grad(expected.square().sum(), [x, *m.parameters()])
+        for a, b in zip(got, want, strict=True):
+            assert_close(a, b)
 
 
 def shunted_explicit(m: ShuntedAttention, x, hw):
@@ -224,7 +234,7 @@ def test_mixer_interface_and_gradients(name):
 
 
 def test_attention_maps_are_never_materialised(monkeypatch):
-    """Every mixer goes through SDPA on 4-D q/k/v."""
+    """Every mixer goes through SDPA on 4-D q/k/v (swin's CPU training path excepted: see its test above)."""
     calls = []
     real = F.scaled_dot_product_attention
 
@@ -235,5 +245,6 @@ def test_attention_maps_are_never_materialised(monkeypatch):
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     for name in ("vit", "pvt", "swin", "shunted"):
         calls.clear()
-        build_mixer(name, 32, 4, dict(sr_ratio=2, window_size=3, shift=True))(torch.randn(1, 36, 32), (6, 6))
+        with torch.no_grad():
+            build_mixer(name, 32, 4, dict(sr_ratio=2, window_size=3, shift=True))(torch.randn(1, 36, 32), (6, 6))
         assert calls and all(c == (4, 4, 4) for c in calls), name
