@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import compose_cfg, image_folder_cfg, read_metrics, write_cifar10, write_image_folder
 
 from shunted_lab.config import ConfigError
@@ -56,6 +57,17 @@ def test_same_seed_same_metrics(tmp_path):
         runs.append(read_metrics(cfg))
     for key in ("val/top1", "val/loss", "test/top1", "test/loss"):
         assert runs[0][key] == runs[1][key], key
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_optimizer_is_one_fused_adamw_unless_turned_off(tmp_path, fused):
+    small = ("data.num_train=128", "data.num_val=64", "data.num_test=64", "trainer.max_epochs=1")
+    cfg = compose_cfg(tmp_path, *small, f"optim.fused={fused}")
+    train(cfg)
+    checkpoint = torch.load(read_metrics(cfg)["best_checkpoint"], weights_only=False)
+    groups = checkpoint["optimizer_states"][0]["param_groups"]
+    assert len(groups) == 2 and {g["weight_decay"] for g in groups} == {0.0, 0.05}  # no decay on 1-D parameters
+    assert all(g["fused"] is fused for g in groups)
 
 
 def test_cifar10_from_python_batches(tmp_path):
@@ -128,6 +140,7 @@ def test_resume_from_last_checkpoint_continues_the_global_step(tmp_path):
         (["optim.lr=-1"], r"optim.lr=-1 is not allowed; expected a number > 0"),
         (["optim.label_smoothing=1.5"], r"optim.label_smoothing=1.5 is not allowed; expected a number in \[0, 1\)"),
         (["optim.ema_decay=2"], r"optim.ema_decay=2 is not allowed"),
+        (["optim.fused=maybe"], r"optim.fused='maybe' is not allowed; expected true or false"),
         (["model.drop_path_rate=1.0"], r"model.drop_path_rate=1.0 is not allowed"),
         (["ckpt_path=/no/such.ckpt"], r"ckpt_path='/no/such.ckpt' does not exist"),
         (["model.checkpoint=/no/such.pth"], r"model.checkpoint='/no/such.pth' does not exist"),

@@ -38,6 +38,7 @@ class ImageClassifier(L.LightningModule):
         mixup_prob: float = 1.0,
         mixup_switch_prob: float = 0.5,
         ema_decay: float | None = None,
+        fused: bool = True,
         channels_last: bool = False,
         compile: bool = False,
     ):
@@ -117,7 +118,13 @@ class ImageClassifier(L.LightningModule):
         )
         lr = hp.lr * global_batch / hp.lr_base_batch
         optimizer = create_optimizer_v2(
-            self.model, opt="adamw", lr=lr, weight_decay=hp.weight_decay, eps=hp.eps, betas=tuple(hp.betas)
+            self.model,
+            opt="adamw",
+            lr=lr,
+            weight_decay=hp.weight_decay,
+            eps=hp.eps,
+            betas=tuple(hp.betas),
+            fused=hp.fused,
         )
         total = max(1, self.trainer.estimated_stepping_batches)
         steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
