@@ -7,20 +7,14 @@ import pytest
 import timm
 import torch
 from conftest import official_key_listing
-from torch.utils.flop_counter import FlopCounterMode
 
 from shunted_lab.models import FFNS, MIXERS, PyramidTransformer
 from shunted_lab.models.ffn import PlainMlp
 from shunted_lab.models.pyramid import PyramidStage
 from shunted_lab.models.reference import reference_model
+from shunted_lab.models.stats import count_gmacs
 
 PUBLISHED = {"shunted_t": (11_553_576, 2.15), "shunted_s": (22_401_256, 4.99), "shunted_b": (39_614_376, 8.15)}
-
-
-def gmacs(model, size=224):
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.eval()(torch.randn(1, 3, size, size))
-    return counter.get_total_flops() / 2e9
 
 
 @pytest.mark.parametrize("name", PUBLISHED)
@@ -28,7 +22,7 @@ def test_published_params_and_gmacs(name):
     model = timm.create_model(name)
     params, published_gmacs = PUBLISHED[name]
     assert sum(p.numel() for p in model.parameters()) == params
-    assert round(gmacs(model), 2) == published_gmacs
+    assert round(count_gmacs(model, 224), 2) == published_gmacs
 
 
 @pytest.mark.parametrize("attention,mlp", itertools.product(MIXERS, FFNS))
