@@ -395,7 +395,8 @@ def main(argv: list[str]) -> int:
     if args.loop_overhead:
         result = loop_overhead(args)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(dict(meta=dict(vars(args), out=str(args.out)), loop=result), indent=2))
+        meta = dict(vars(args), out=str(args.out), torch=torch.__version__)
+        args.out.write_text(json.dumps(dict(meta=meta, loop=result), indent=2))
         print(json.dumps(result, indent=2))
         return 0
     device = torch.device(args.device)
