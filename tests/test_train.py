@@ -4,6 +4,7 @@ import itertools
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -211,10 +212,24 @@ def test_recipe_switches_train(tmp_path):
         "channels_last=true",
         "trainer.max_epochs=2",
     )
-    train(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg)
+    assert not [w for w in caught if "in eval mode" in str(w.message)]  # the EMA copy is not a stray eval module
     metrics = read_metrics(cfg)
     assert 0.0 <= metrics["val_ema/top1"] <= 1.0 and "val_ema/loss" in metrics
     assert metrics["config"]["optim"]["mixup"] == 0.8 and metrics["global_step"] == 8
+
+
+def test_ema_copy_is_evaluated_in_eval_mode(tmp_path):
+    # A decay this small makes the EMA the model's own weights; with drop path on, they can only score
+    # alike if validation runs the copy without its stochastic layers.
+    small = ("data.num_train=128", "data.num_val=64", "data.num_test=64", "trainer.max_epochs=1")
+    cfg = compose_cfg(tmp_path, *small, "optim.ema_decay=1e-9", "model.drop_path_rate=0.5")
+    train(cfg)
+    metrics = read_metrics(cfg)
+    assert metrics["val_ema/top1"] == metrics["val/top1"]
+    assert abs(metrics["val_ema/loss"] - metrics["val/loss"]) < 1e-5
 
 
 def test_sweeper_and_launcher_presets_compose():

@@ -50,6 +50,10 @@ class ImageClassifier(L.LightningModule):
             model.compile()  # in place: the state dict keeps its keys
         self.model = model
         self.ema = ModelEmaV3(model, decay=ema_decay) if ema_decay else None
+        if self.ema is not None:
+            # timm leaves the copy in eval mode, which Lightning reports at every fit as modules in eval
+            # mode; it only ever runs in validation, where Lightning switches every module to eval.
+            self.ema.train()
         self.mixup = (
             Mixup(
                 mixup_alpha=mixup,
