@@ -85,7 +85,9 @@ class ShuntedAttention(nn.Module):
         for q_half, sr, norm, kv, local_conv in branches:
             reduced = sr(x_map)
             k, v = kv(self.act(norm(to_tokens(reduced)))).chunk(2, dim=-1)
-            v = to_tokens(conv_plus_input(local_conv, to_map(v, reduced.shape[-2:])))
+            # At batch 1 the conv returns an NCHW map, whose tokens have strided channels: SDPA's fused
+            # CPU kernel refuses those and falls back to an explicit softmax. Otherwise a no-op.
+            v = to_tokens(conv_plus_input(local_conv, to_map(v, reduced.shape[-2:]))).contiguous()
             outs.append(self.attend(q_half, k, v).transpose(1, 2))  # B, N, heads / 2, d
         # One copy merges both scales and the heads: [x1 | x2] channels, as in the seed.
         return self.proj_drop(self.proj(torch.cat(outs, dim=2).view(B, N, C)))
