@@ -2,13 +2,15 @@
 
 import json
 
-from shunted_lab.bench import main
+import pytest
+
+from shunted_lab.bench import main, parse_args
 
 
 def test_bench_tiny_end_to_end_with_reference(tmp_path):
     out = tmp_path / "bench.json"
     argv = ["--models", "shunted_t", "--attention", "shunted,pvt", "--reference", "--peers", "resnet18"]
-    argv += ["--cpu-chunk-mib", "16,0", "--ffn-recompute", "on"]
+    argv += ["--cpu-chunk-mib", "16,0", "--ffn-recompute", "on", "--op-times"]
     argv += ["--batch-size", "1", "--image-size", "64", "--warmup", "1", "--iters", "1", "--rounds", "2"]
     argv += ["--out", str(out)]
     assert main(argv) == 0
@@ -30,7 +32,15 @@ def test_bench_tiny_end_to_end_with_reference(tmp_path):
     assert len(fast["vs_reference"]["train_speedup_per_round"]) == 2
     for r in report["results"]:
         assert r["train_images_per_s"] > 0 and r["infer_images_per_s"] > 0 and 0 < r["train_flop_share_of_peak"]
+
+    # Op by op: the reference builds its attention maps (bmm, softmax), the fast path never does.
+    def softmaxes(r):
+        return {op for op in r["train_op_ms"] if "softmax" in op and "log_softmax" not in op}
+
+    assert "aten.bmm" in reference["train_op_ms"] and softmaxes(reference)
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" in fast["train_op_ms"] and not softmaxes(fast)
     table = out.with_suffix(".md").read_text()
+    assert "| ms per training step, op by op |" in table and "| all ops |" in table
     assert "shunted_t shunted/detail_specific (reference)" in table and "timm resnet18" in table
     assert "shunted_t shunted/detail_specific [chunks 0 MiB] [FFN recompute on]" in table
     assert "| vs reference |" in table
@@ -61,3 +71,8 @@ def test_loop_overhead_alternates_bare_and_lightning_runs(tmp_path):
     assert len(loop["rounds"]["bare"]) == len(loop["rounds"]["lightning"]) == 2
     assert len(loop["lightning_vs_bare_per_round"]) == 2
     assert loop["lightning_vs_bare"] > 0 and loop["loader_vs_model"] > 0
+
+
+def test_op_times_refuse_cuda():
+    with pytest.raises(SystemExit):
+        parse_args(["--op-times", "--device", "cuda"])

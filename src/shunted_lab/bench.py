@@ -10,6 +10,7 @@ the outputs agree and reports the speed ratios. Each entry runs in its own proce
 peak memory is its own (on CPU, peak RSS includes the ~0.5 GB of the runtime itself). The entries
 are measured in turn for `--rounds` rounds and each median pools all rounds: a machine whose
 speed drifts over minutes (shared CPUs do, by 10-20%) then slows every entry alike.
+`--op-times` (CPU) adds where a training step's time goes, op by op, for every entry.
 """
 
 import argparse
@@ -19,12 +20,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .models.pyramid import checkpoint_filter_fn
 from .models.reference import PRESETS, reference_model
@@ -121,7 +124,7 @@ def measure(entry: dict, args) -> dict:
     with torch.inference_mode(), autocast:
         infer_times = timed(lambda: runner(x), args.warmup, args.iters, device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as the module's
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
@@ -144,7 +147,38 @@ def measure(entry: dict, args) -> dict:
         peak_memory_mb=peak_mb,
         memory="cuda peak allocated" if device.type == "cuda" else "peak RSS",
     )
+    if args.op_times:
+        result["train_op_ms"] = op_times_ms(train_step)
     return result
+
+
+class OpTimer(TorchDispatchMode):
+    """Wall time of every aten op. CPU ops run synchronously, so each time is the op's own."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        start = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        name = str(func.overloadpacket)
+        if func.overloadpacket in (torch.ops.aten.convolution, torch.ops.aten.convolution_backward):
+            # The FFN's depth-wise convs and the stem's dense ones cost differently per FLOP.
+            forward = func.overloadpacket is torch.ops.aten.convolution
+            weight, groups = (args[1], args[8]) if forward else (args[2], args[9])
+            name += " (depth-wise)" if groups > 1 and groups == weight.shape[0] else " (dense)"
+        self.seconds[name] += time.perf_counter() - start
+        return out
+
+
+def op_times_ms(train_step, steps: int = 2) -> dict[str, float]:
+    """Milliseconds per training step of every op, largest first (the timing adds some overhead)."""
+    timer = OpTimer()
+    with timer:
+        for _ in range(steps):
+            train_step()
+    return {name: 1000 * s / steps for name, s in timer.seconds.most_common()}
 
 
 def images_per_s(seconds: list[float], batch_size: int) -> float:
@@ -161,6 +195,10 @@ def summarise(rounds: list[dict], batch_size: int) -> dict:
         result[f"{phase}_images_per_s"] = images_per_s(times, batch_size)
         result[f"{phase}_images_per_s_per_round"] = [images_per_s(r[f"{phase}_seconds"], batch_size) for r in rounds]
         result[f"{phase}_tflops"] = flops_per_mac * macs * result[f"{phase}_images_per_s"] / batch_size / 1e12
+    if "train_op_ms" in result:
+        ops = {op for r in rounds for op in r["train_op_ms"]}
+        medians = {op: statistics.median(r["train_op_ms"].get(op, 0.0) for r in rounds) for op in ops}
+        result["train_op_ms"] = dict(sorted(medians.items(), key=lambda kv: -kv[1]))
     return result
 
 
@@ -263,7 +301,27 @@ def markdown(results: list[dict], meta: dict) -> str:
                 f"| {label(r)} | {speedup(v, 'train')} | {speedup(v, 'infer')} | {v['peak_memory_ratio']:.2f} "
                 f"| {v['saved_for_backward_ratio']:.2f} | {diffs[r['model']]:.1e} |"
             )
+    if "train_op_ms" in results[0]:
+        lines += ["", *op_table(results)]
     return "\n".join(lines) + "\n"
+
+
+def op_table(results: list[dict], top: int = 10) -> list[str]:
+    """Each entry's `top` slowest ops side by side, in ms per training step."""
+    ops = sorted(
+        {op for r in results for op in list(r["train_op_ms"])[:top]},
+        key=lambda op: -max(r["train_op_ms"].get(op, 0.0) for r in results),
+    )
+    lines = [
+        "| ms per training step, op by op | " + " | ".join(label(r) for r in results) + " |",
+        "|---|" + "---|" * len(results),
+    ]
+    for op in ops:
+        lines.append(f"| {op} | " + " | ".join(f"{r['train_op_ms'].get(op, 0.0):.1f}" for r in results) + " |")
+    other = [sum(ms for op, ms in r["train_op_ms"].items() if op not in ops) for r in results]
+    lines.append("| other ops | " + " | ".join(f"{ms:.1f}" for ms in other) + " |")
+    lines.append("| all ops | " + " | ".join(f"{sum(r['train_op_ms'].values()):.1f}" for r in results) + " |")
+    return lines
 
 
 def loop_overhead(args) -> dict:
@@ -371,9 +429,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="entries measured in turn, this many times each")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON output; the markdown goes beside it")
+    p.add_argument("--op-times", action="store_true", help="CPU: each op's time in a training step, per entry")
     p.add_argument("--loop-overhead", action="store_true", help="Lightning vs bare loop, and SHAPES loading, instead")
     p.add_argument("--entry", help=argparse.SUPPRESS)  # one entry, in a child process
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.op_times and args.device != "cpu":
+        p.error(f"--op-times needs --device cpu (got {args.device}): CUDA ops run asynchronously; use torch.profiler")
+    return args
 
 
 def run_entry_in_child(entry: dict, argv: list[str]) -> dict:
