@@ -140,6 +140,8 @@ def measure(entry: dict, args) -> dict:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.op_times:  # straight after the timed steps, so that memory is in the state they left it
+        result["train_op_ms"] = op_times_ms(train_step)
     result.update(
         infer_seconds=infer_times,
         train_seconds=train_times,
@@ -147,8 +149,6 @@ def measure(entry: dict, args) -> dict:
         peak_memory_mb=peak_mb,
         memory="cuda peak allocated" if device.type == "cuda" else "peak RSS",
     )
-    if args.op_times:
-        result["train_op_ms"] = op_times_ms(train_step)
     return result
 
 
