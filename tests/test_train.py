@@ -16,6 +16,8 @@ from shunted_lab.models import FFNS, MIXERS
 from shunted_lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
+# One epoch over a few SHAPES batches: enough to write a checkpoint and its metrics.
+SMALL_RUN = ("data.num_train=128", "data.num_val=64", "data.num_test=64", "trainer.max_epochs=1")
 
 
 @pytest.mark.parametrize("attention,mlp", itertools.product(MIXERS, FFNS))
@@ -62,8 +64,7 @@ def test_same_seed_same_metrics(tmp_path):
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_optimizer_is_one_fused_adamw_unless_turned_off(tmp_path, fused):
-    small = ("data.num_train=128", "data.num_val=64", "data.num_test=64", "trainer.max_epochs=1")
-    cfg = compose_cfg(tmp_path, *small, f"optim.fused={fused}")
+    cfg = compose_cfg(tmp_path, *SMALL_RUN, f"optim.fused={fused}")
     train(cfg)
     checkpoint = torch.load(read_metrics(cfg)["best_checkpoint"], weights_only=False)
     groups = checkpoint["optimizer_states"][0]["param_groups"]
@@ -224,8 +225,7 @@ def test_recipe_switches_train(tmp_path):
 def test_ema_copy_is_evaluated_in_eval_mode(tmp_path):
     # A decay this small makes the EMA the model's own weights; with drop path on, they can only score
     # alike if validation runs the copy without its stochastic layers.
-    small = ("data.num_train=128", "data.num_val=64", "data.num_test=64", "trainer.max_epochs=1")
-    cfg = compose_cfg(tmp_path, *small, "optim.ema_decay=1e-9", "model.drop_path_rate=0.5")
+    cfg = compose_cfg(tmp_path, *SMALL_RUN, "optim.ema_decay=1e-9", "model.drop_path_rate=0.5")
     train(cfg)
     metrics = read_metrics(cfg)
     assert metrics["val_ema/top1"] == metrics["val/top1"]
