@@ -5,6 +5,7 @@
 
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -17,10 +18,21 @@ from omegaconf import DictConfig
 
 from shunted_lab.callbacks import NonFiniteLossError
 from shunted_lab.config import ConfigError
-from shunted_lab.report import FAILED_FILE
+from shunted_lab.data import DataError
+from shunted_lab.report import FAILED_FILE, error_line
 from shunted_lab.train import train
 
 log = logging.getLogger("run")
+
+EXIT_CONFIG_ERROR, EXIT_NON_FINITE_LOSS, EXIT_DATA_ERROR = 2, 3, 4
+
+
+def fail(message: str, code: int) -> None:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        log.exception(message)
+    else:
+        log.error("%s (HYDRA_FULL_ERROR=1 shows the traceback)", message)
+    sys.exit(code)
 
 
 def resume_sweep_job(cfg: DictConfig, output_dir: Path) -> float | None:
@@ -54,18 +66,18 @@ def main(cfg: DictConfig) -> float:
             if done is not None:
                 return done
         return train(cfg)
-    except NonFiniteLossError as e:
-        if multirun:
-            raise
-        log.error("stopped: %s", e)
-        sys.exit(3)
-    except ConfigError as e:
+    except (NonFiniteLossError, DataError) as e:
         if multirun:
             raise  # the sweep records this job as failed (in its directory) and goes on with the others
+        fail(
+            f"stopped: {error_line(e)}", EXIT_NON_FINITE_LOSS if isinstance(e, NonFiniteLossError) else EXIT_DATA_ERROR
+        )
+    except ConfigError as e:
+        if multirun:
+            raise
         if {p.name for p in output_dir.iterdir()} <= {".hydra", "run.log"}:
             shutil.rmtree(output_dir)  # nothing but Hydra's own record was written
-        log.error("config error: %s", e)
-        sys.exit(2)
+        fail(f"config error: {e}", EXIT_CONFIG_ERROR)
 
 
 if __name__ == "__main__":

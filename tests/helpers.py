@@ -11,6 +11,8 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# Key listings of the official release files (published facts, kept in the repository: tests read nothing beside it).
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 SHAPES_TINY = ["data.num_train=64", "data.num_val=32", "data.num_test=32"]
 TINY = [
@@ -92,3 +94,13 @@ class PoisonWeights(L.Callback):
             with torch.no_grad():
                 for p in pl_module.parameters():
                     p.fill_(float("nan"))
+
+
+def official_key_listing(name: str) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of a released checkpoint, from tests/data/<name>_state_dict.tsv."""
+    rows = (DATA_DIR / f"{name}_state_dict.tsv").read_text().splitlines()[1:]
+    shapes = {}
+    for row in rows:
+        key, shape = row.split("\t")
+        shapes[key] = () if shape == "scalar" else tuple(int(s) for s in shape.split("x"))
+    return shapes

@@ -27,6 +27,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .models.pyramid import checkpoint_filter_fn
@@ -35,6 +36,8 @@ from .models.stats import count_gmacs, count_params
 
 # Dense bf16 tensor-core peaks (TFLOP/s) for MFU; other GPUs fall back to a measured matmul peak.
 GPU_BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+# The training recipe of a default run (the module has no defaults of its own).
+OPTIM_DEFAULTS = Path(__file__).resolve().parents[2] / "conf" / "optim" / "default.yaml"
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -49,7 +52,7 @@ def build(entry: dict) -> tuple[torch.nn.Module, dict]:
         attention=entry["attention"],
         mlp=entry["mlp"],
         drop_path_rate=0.0,
-        ffn_recompute=entry.get("ffn_recompute"),
+        ffn_recompute=entry.get("ffn_recompute", False),
         **({"cpu_chunk_mib": entry["cpu_chunk_mib"]} if "cpu_chunk_mib" in entry else {}),
     )
     if entry["kind"] == "ours":
@@ -80,7 +83,9 @@ def timed(step, warmup: int, iters: int, device: torch.device) -> list[float]:
 
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
     """The fastest of 20 large matmuls: the peak, not a typical call, is what FLOP shares divide by."""
-    n = 2048 if device.type == "cpu" else 8192
+    # CPUs without bf16/fp16 units emulate them at about 1 GFLOP/s (a 2048-wide bf16 matmul took 61 s
+    # on an AVX2-only EPYC): a smaller square keeps the measurement to seconds on any CPU.
+    n = 8192 if device.type == "cuda" else 1024 if dtype == torch.float32 else 512
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     return 2 * n**3 / min(timed(lambda: a @ b, 3, 20, device)) / 1e12
 
@@ -204,7 +209,7 @@ def summarise(rounds: list[dict], batch_size: int) -> dict:
 
 def entries(args) -> list[dict]:
     out = []
-    ffn_recompute = {"auto": None, "on": True, "off": False}[args.ffn_recompute]
+    ffn_recompute = args.ffn_recompute == "on"
     for model in args.models:
         for attention in args.attention:
             for mlp in args.mlp:
@@ -236,8 +241,8 @@ def label(r: dict) -> str:
     if r["kind"] == "peer":
         return f"timm {r['model']}"
     tags = f" [chunks {r['cpu_chunk_mib']:g} MiB]" if "cpu_chunk_mib" in r else ""
-    if r.get("ffn_recompute") is not None:
-        tags += f" [FFN recompute {'on' if r['ffn_recompute'] else 'off'}]"
+    if r.get("ffn_recompute"):
+        tags += " [FFN recompute on]"
     return f"{r['model']} {r['attention']}/{r['mlp']}{tags}" + (" (reference)" if r["kind"] == "reference" else "")
 
 
@@ -365,7 +370,8 @@ def loop_overhead(args) -> dict:
             limit_val_batches=0,
             callbacks=[timer],
         )
-        module = ImageClassifier(fresh_model(), data.num_classes, label_smoothing=0.0, warmup_epochs=0)
+        recipe = {**OmegaConf.to_container(OmegaConf.load(OPTIM_DEFAULTS)), "label_smoothing": 0.0, "warmup_epochs": 0}
+        module = ImageClassifier(fresh_model(), data.num_classes, **recipe)
         trainer.fit(module, datamodule=data)
         return timer.images_per_sec / args.batch_size
 
@@ -413,9 +419,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--ffn-recompute",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="auto (on accelerators, not on the CPU), on or off: FFNs recompute their hidden tensors in backward",
+        choices=("on", "off"),
+        default="off",
+        help="on: our FFNs recompute their hidden tensors in backward (the model's ffn_recompute)",
     )
     p.add_argument("--reference", action="store_true", help="add the published formulation with shared weights")
     p.add_argument("--batch-size", type=int, default=8)

@@ -4,6 +4,7 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichModelSummary
 
 
 class TrainThroughput(L.Callback):
@@ -50,3 +51,20 @@ class NonFiniteLossGuard(L.Callback):
                 f"(epoch {trainer.current_epoch}, batch {batch_idx}); "
                 f"last good checkpoint: {saved[0] if saved else 'none yet'}"
             )
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's rich model summary with a true FLOPs figure.
+
+    Lightning counts FLOPs only by running the module's `example_input_array` and prints 0 without
+    one; running one would also compile a compiled model for a batch it never trains on, and its
+    counter misses SDPA's fused CPU kernel. train.py sets `forward_flops` instead: one image's
+    forward pass, counted once as the run's GMACs are. The per-layer column is not counted.
+    """
+
+    forward_flops: float | None = None
+
+    def summarize(self, summary_data, *args, total_flops: int, **kwargs) -> None:
+        summary_data = [(name, ["-"] * len(v) if name == "FLOPs" else v) for name, v in summary_data]
+        flops = int(self.forward_flops) if self.forward_flops is not None else total_flops
+        super().summarize(summary_data, *args, total_flops=flops, **kwargs)

@@ -39,7 +39,7 @@ RULES = (
     ("optim.cutmix", lambda v: _number(v) and v >= 0, "a number >= 0 (0 = off)"),
     ("optim.ema_decay", lambda v: v is None or (_number(v) and 0 < v < 1), "null or a number in (0, 1)"),
     ("optim.fused", lambda v: isinstance(v, bool), "true or false"),
-    ("model.drop_path_rate", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("model.drop_path_rate", lambda v: v is None or (_number(v) and 0 <= v < 1), "null or a number in [0, 1)"),
 )
 
 

@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 FAILED_FILE = "failed.json"
 
 
+def error_line(error: BaseException) -> str:
+    """An error's own message in one line. One raised in a DataLoader worker arrives with the worker's
+    traceback in front of it: its message is then the last line."""
+    lines = str(error).strip().splitlines() or [""]
+    line = lines[-1] if "Original Traceback" in str(error) else lines[0]
+    return line.split(f"{type(error).__name__}: ", 1)[-1]
+
+
 @dataclass
 class Job:
     dir: Path
@@ -187,7 +195,7 @@ class SweepReport(Callback):
             return
         job_dir = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.FAILED:
-            error = f"{type(job_return._return_value).__name__}: {job_return._return_value}".splitlines()[0]
+            error = f"{type(job_return._return_value).__name__}: {error_line(job_return._return_value)}"
             (job_dir / FAILED_FILE).write_text(
                 json.dumps({"error": error, "overrides": list(config.hydra.overrides.task)})
             )

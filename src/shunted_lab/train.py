@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .callbacks import TrainThroughput
+from .callbacks import ModelSummary, TrainThroughput
 from .checkpointing import AtomicCheckpointIO, resolve_resume_path
 from .config import ConfigError, check_config
 from .data import ImageClassificationData
@@ -41,6 +41,7 @@ def user_step(key: str, build):
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
     kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     name, checkpoint = kwargs.pop("name"), kwargs.pop("checkpoint", None)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # null: the preset's own value
     return timm.create_model(
         name,
         num_classes=num_classes,
@@ -110,7 +111,30 @@ def train(cfg: DictConfig) -> float:
 
     # Nothing above writes a file: a config mistake leaves no half-made run behind.
     loggers = build_loggers(cfg)
+    succeeded = False
+    try:
+        metrics = fit_and_evaluate(cfg, module, datamodule, loggers, summary, start)
+        succeeded = True
+    finally:
+        # A failed sweep job must not leave its W&B run open: the next job's logger would reuse it.
+        close_loggers(loggers, succeeded)
+    return metrics[cfg.optimized_metric]
+
+
+def close_loggers(loggers: list, succeeded: bool) -> None:
+    for logger in loggers:
+        logger.finalize("success" if succeeded else "failed")
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish(exit_code=0 if succeeded else 1)  # W&B marks the run failed
+
+
+def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary: dict, start: float) -> dict:
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    for callback in callbacks:
+        if isinstance(callback, ModelSummary):
+            callback.forward_flops = 2e9 * summary["gmacs"]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     resolved = OmegaConf.to_container(cfg, resolve=True)
     wandb_run = None
@@ -142,8 +166,4 @@ def train(cfg: DictConfig) -> float:
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
         log.info("val/top1 %.4f test/top1 %.4f (%s)", metrics["val/top1"], metrics["test/top1"], cfg.run_name)
-    if any(isinstance(lg, WandbLogger) for lg in loggers):
-        import wandb
-
-        wandb.finish()
-    return metrics[cfg.optimized_metric]
+    return metrics

@@ -1,3 +1,3 @@
-from .datamodules import CIFARData, ImageClassificationData, ImageFolderData, ShapesData
+from .datamodules import CIFARData, DataError, ImageClassificationData, ImageFolderData, ShapesData
 
-__all__ = ["CIFARData", "ImageClassificationData", "ImageFolderData", "ShapesData"]
+__all__ = ["CIFARData", "DataError", "ImageClassificationData", "ImageFolderData", "ShapesData"]

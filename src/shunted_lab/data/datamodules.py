@@ -22,6 +22,11 @@ from . import shapes
 log = logging.getLogger(__name__)
 
 
+class DataError(ValueError):
+    """A problem with the user's data met during a run (an unreadable image, a training split
+    smaller than one batch): run.py ends the run with this one line, like a config error."""
+
+
 class ImageClassificationData(L.LightningDataModule):
     """Shared loaders; subclasses build `train_set`, `val_set`, `test_set` in `setup`."""
 
@@ -35,6 +40,14 @@ class ImageClassificationData(L.LightningDataModule):
         self.image_size = image_size
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if train and len(dataset) < self.batch_size * world:
+            # The train loader drops the last partial batch: such a run would take no optimizer step.
+            per_device = f" over {world} devices" if world > 1 else ""
+            raise DataError(
+                f"data.batch_size={self.batch_size} is larger than the training split ({len(dataset)} images"
+                f"{per_device}), so no optimizer step would run; set data.batch_size <= {len(dataset) // world}"
+            )
         sampler = None
         if not train and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             # Lightning's default would pad the last batch with repeats; every image counts once here.
@@ -197,7 +210,7 @@ def load_rgb(path: str) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {e} (set data.skip_bad_images=true to skip such files)") from e
+        raise DataError(f"cannot read image {path}: {e} (set data.skip_bad_images=true to skip such files)") from e
 
 
 def readable_image(path: str) -> bool:
@@ -230,6 +243,8 @@ class ImageFolderData(ImageClassificationData):
         re_prob: float = 0.0,
         interpolation: str = "bilinear",
         crop_pct: float = 0.875,
+        scale: tuple[float, float] = (0.08, 1.0),
+        hflip: float = 0.5,
         skip_bad_images: bool = False,
         **kwargs,
     ):
@@ -245,7 +260,9 @@ class ImageFolderData(ImageClassificationData):
             )
         self.num_classes = len(classes["train"])
         common = dict(input_size=self.image_size, mean=tuple(mean), std=tuple(std), interpolation=interpolation)
-        self.train_tf = create_transform(is_training=True, auto_augment=auto_augment, re_prob=re_prob, **common)
+        self.train_tf = create_transform(
+            is_training=True, auto_augment=auto_augment, re_prob=re_prob, scale=tuple(scale), hflip=hflip, **common
+        )
         self.eval_tf = create_transform(is_training=False, crop_pct=crop_pct, **common)
 
     def _classes(self, split: str) -> list[str]:
@@ -282,3 +299,25 @@ class ImageFolderData(ImageClassificationData):
         self.train_set = self._split("train", self.train_tf)
         self.val_set = self._split("val", self.eval_tf)
         self.test_set = self.val_set
+        self._hint_image_size()
+
+    def _hint_image_size(self, samples: int = 32) -> None:
+        """Warn when the images are much smaller than data.image_size: upsampling adds compute, not detail."""
+        paths = [path for path, _ in self.train_set.samples[:: max(1, len(self.train_set) // samples)]]
+        sides = []
+        for path in paths:
+            try:
+                with Image.open(path) as image:  # reads the header only
+                    sides.append(min(image.size))
+            except (OSError, ValueError):
+                continue
+        if sides and sorted(sides)[len(sides) // 2] * 2 <= self.image_size:
+            side = sorted(sides)[len(sides) // 2]
+            log.warning(
+                "data.image_size=%d but the training images are about %d px on their short side: each is "
+                "upsampled %.0fx. For small images try data=imagefolder_small (or data.image_size=%d)",
+                self.image_size,
+                side,
+                self.image_size / side,
+                max(32, side),
+            )

@@ -29,9 +29,8 @@ class PlainMlp(nn.Module):
     of kept: hidden tensors (4-8x the block's width) are most of a model's activation memory, and
     plain autograd keeps two to three of them per FFN (fc2's input, the GELU's input, the conv's
     input). Only fc1's output is kept; the matmul outputs are kept too, so fc2 never runs twice.
-    None (default) recomputes on accelerators, where memory bounds the batch and a GELU or
-    depth-wise conv is cheap next to the matmuls, but not on the CPU, where the extra pass cost 1-8%
-    of a training step (README, performance).
+    Off by default: on an H100 it cost a third of a Shunted-S training step at batch 64, where
+    memory was not binding (benchmarks/README.md). Turn it on when memory bounds the batch.
     """
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
@@ -40,7 +39,7 @@ class PlainMlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
-        self.recompute: bool | None = None
+        self.recompute = False
 
     def activation(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         return self.act(x)
@@ -50,13 +49,12 @@ class PlainMlp(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         x = self.fc1(x)
-        device = x.device.type
-        recompute = device != "cpu" if self.recompute is None else self.recompute
-        if not (recompute and torch.is_grad_enabled() and x.requires_grad):
+        if not (self.recompute and torch.is_grad_enabled() and x.requires_grad):
             return self.after_fc1(x, hw)
         # Autocast caches a weight's low-precision copy for its whole region: a later batch chunk
         # finds it cached in forward but casts afresh when recomputed, a mismatch that selective
         # checkpointing refuses. Without the cache both passes cast (the weights are small).
+        device = x.device.type
         autocast = (
             torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False)
             if torch.is_autocast_enabled(device)

@@ -52,6 +52,29 @@ class DWConv(nn.Module):
         return to_tokens(conv_plus_input(self.dwconv, x) if plus_input else self.dwconv(x))
 
 
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per image, scale the kept ones by 1 / keep.
+
+    The rate is a buffer, not a Python float: torch.compile guards on Python attributes, so float
+    rates, one per block, made every block of a stage compile anew (dynamo's recompile limit was
+    hit on Shunted-S). Non-persistent: state dicts stay those of the official release.
+    """
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.register_buffer("rate", torch.tensor(float(rate)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        keep = 1 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate.item():.3f}"
+
+
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, N, C) -> (B, heads, N, C // heads); channels are head-major, as in every reference model."""
     B, N, C = x.shape

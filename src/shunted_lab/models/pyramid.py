@@ -12,14 +12,15 @@ from pathlib import Path
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
+from timm.models._features_fx import register_notrace_module
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .ffn import FFNS
-from .layers import check_choice, resolve_variant, to_tokens
+from .layers import DropPath, check_choice, resolve_variant, to_tokens
 from .mixers import build_mixer
 
 BLOCK_NORM_EPS = 1e-6  # inside blocks and after each stage; stem and patch embeddings keep 1e-5
@@ -56,56 +57,69 @@ class OverlapPatchEmbed(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, mixer: nn.Module, ffn: nn.Module, drop_path: float = 0.0):
+    """Pre-norm residual block. `drop_path` None: no stochastic depth (an Identity)."""
+
+    def __init__(self, dim: int, mixer: nn.Module, ffn: nn.Module, drop_path: float | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
         self.attn = mixer
         self.norm2 = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
         self.mlp = ffn
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = nn.Identity() if drop_path is None else DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), hw))
         return x + self.drop_path(self.mlp(self.norm2(x), hw))
 
 
-class PyramidStage(nn.Module):
-    """Downsample (stem or patch embedding) -> blocks -> LayerNorm; NCHW in and out.
+@register_notrace_module  # torch.fx: runs as one leaf; the blocks' shapes and chunking must be concrete
+class StageBlocks(nn.ModuleList):
+    """A stage's blocks, run in order over (B, N, C) tokens of an H x W map.
 
     On CPU the blocks run over batch chunks whose widest activation (the FFN's hidden tensor)
     stays under cpu_chunk_mib: glibc page-faults every allocation over 32 MiB in afresh, which
-    cost Shunted-S 10-15% of a training step at batch 8 (see the README's performance notes).
-    Every op inside a block is per image, so chunking changes no result. 0 turns it off.
+    cost Shunted-S 10-15% of a training step at batch 8 (benchmarks/README.md). Every op inside a
+    block is per image, so chunking changes no result. 0 turns it off.
     """
 
-    def __init__(self, downsample: nn.Module, blocks: list[Block], dim: int, hidden_dim: int, cpu_chunk_mib: float):
-        super().__init__()
-        self.downsample = downsample
-        self.blocks = nn.ModuleList(blocks)
-        self.norm = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
+    def __init__(self, blocks: list[Block], hidden_dim: int, cpu_chunk_mib: float):
+        super().__init__(blocks)
         self.grad_checkpointing = False
         self.hidden_dim = hidden_dim
         self.cpu_chunk_mib = cpu_chunk_mib
 
-    def run_blocks(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        for block in self.blocks:
+    def run(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        for block in self:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, hw, use_reentrant=False)
             else:
                 x = block(x, hw)
         return x
 
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        hw = (int(hw[0]), int(hw[1]))
+        image_bytes = x.shape[1] * self.hidden_dim * x.element_size()
+        images = max(1, int(self.cpu_chunk_mib * 2**20 // image_bytes)) if self.cpu_chunk_mib else len(x)
+        if x.device.type == "cpu" and images < len(x):
+            return torch.cat([self.run(chunk, hw) for chunk in x.split(images)])
+        return self.run(x, hw)
+
+
+class PyramidStage(nn.Module):
+    """Downsample (stem or patch embedding) -> blocks -> LayerNorm; NCHW in and out."""
+
+    def __init__(self, downsample: nn.Module, blocks: list[Block], dim: int, hidden_dim: int, cpu_chunk_mib: float):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = StageBlocks(blocks, hidden_dim, cpu_chunk_mib)
+        self.norm = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Channels-last convs are faster (oneDNN on CPU, cuDNN on GPU) and their output is already
         # token-major, so the LayerNorm reads it without a copy. Later stages get it as a free view.
         x, hw = self.downsample(x.contiguous(memory_format=torch.channels_last))
-        image_bytes = x.shape[1] * self.hidden_dim * x.element_size()
-        images = max(1, int(self.cpu_chunk_mib * 2**20 // image_bytes)) if self.cpu_chunk_mib else len(x)
-        if x.device.type == "cpu" and images < len(x):
-            x = torch.cat([self.run_blocks(chunk, hw) for chunk in x.split(images)])
-        else:
-            x = self.run_blocks(x, hw)
-        return self.norm(x).transpose(1, 2).reshape(x.shape[0], -1, *hw)
+        x = self.blocks(x, hw)
+        return self.norm(x).transpose(1, 2).reshape(x.shape[0], -1, hw[0], hw[1])
 
 
 def _per_stage(name: str, value, num_stages: int) -> tuple:
@@ -138,7 +152,7 @@ class PyramidTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
         cpu_chunk_mib: float = 16,
-        ffn_recompute: bool | None = None,
+        ffn_recompute: bool = False,
     ):
         super().__init__()
         num_stages = len(depths)
@@ -152,8 +166,8 @@ class PyramidTransformer(nn.Module):
         ffn_cls = resolve_variant("mlp", mlp, FFNS)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate={drop_path_rate} is not allowed; expected 0 <= value < 1")
-        if ffn_recompute not in (None, True, False):
-            raise ValueError(f"ffn_recompute={ffn_recompute!r} is not allowed; expected true, false or null (auto)")
+        if ffn_recompute not in (True, False):
+            raise ValueError(f"ffn_recompute={ffn_recompute!r} is not allowed; expected true or false")
         if cpu_chunk_mib < 0:
             raise ValueError(f"cpu_chunk_mib={cpu_chunk_mib} is not allowed; expected >= 0 (0 turns chunking off)")
 
@@ -162,7 +176,9 @@ class PyramidTransformer(nn.Module):
         self.global_pool = global_pool
         self.attention, self.mlp = attention, mlp
         self.feature_info = []
-        drop_paths = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        # One DropPath per block whenever the model has any, the first block's at rate 0: blocks of a
+        # stage then share one structure, and so one compiled graph (see compile_blocks).
+        drop_paths = torch.linspace(0, drop_path_rate, sum(depths)).tolist() if drop_path_rate else [None] * sum(depths)
         stages, prev_dim = [], in_chans
         for i, (dim, depth) in enumerate(zip(embed_dims, depths, strict=True)):
             if i > 0:
@@ -184,7 +200,7 @@ class PyramidTransformer(nn.Module):
                     **(attention_kwargs or {}),
                 )
                 ffn = ffn_cls(dim, hidden_dim, drop=proj_drop_rate)
-                ffn.recompute = ffn_recompute  # see PlainMlp; None: on accelerators, not on the CPU
+                ffn.recompute = ffn_recompute  # see PlainMlp
                 blocks.append(Block(dim, mixer, ffn, drop_paths.pop(0)))
             stages.append(PyramidStage(downsample, blocks, dim, hidden_dim, cpu_chunk_mib))
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
@@ -206,7 +222,19 @@ class PyramidTransformer(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for stage in self.stages:
-            stage.grad_checkpointing = enable
+            stage.blocks.grad_checkpointing = enable
+
+    def compile_blocks(self, **compile_kwargs) -> None:
+        """Regional compilation: each Block is compiled in place, and the blocks of a stage share one
+        graph (parameters are graph inputs, drop-path rates are buffers, shapes are static), so a
+        stage compiles once, not once per block. Stems, patch embeddings and the head stay eager.
+        A graph per stage, per shift setting (swin) and per train/eval mode exceeds dynamo's default
+        of 8 recompiles of Block.forward, hence the higher limit.
+        """
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        for stage in self.stages:
+            for block in stage.blocks:
+                block.compile(dynamic=False, **compile_kwargs)
 
     def get_classifier(self) -> nn.Module:
         return self.head
@@ -343,7 +371,9 @@ default_cfgs = generate_default_cfgs(
         "shunted_s.in1k": _cfg(),
         "shunted_b.in1k": _cfg(),
         # Trained from scratch only: 64x64 inputs, 4 blocks, seconds per epoch on two CPU cores.
-        "shunted_nano": _cfg(input_size=(3, 64, 64), pool_size=(2, 2), num_classes=10),
+        "shunted_nano": _cfg(
+            input_size=(3, 64, 64), pool_size=(2, 2), num_classes=10, first_conv="stages.0.downsample.proj"
+        ),
     }
 )
 
