@@ -16,6 +16,7 @@ from helpers import SHAPES_TINY, TINY, compose_cfg, image_folder_cfg, write_imag
 
 from shunted_lab.callbacks import NonFiniteLossError
 from shunted_lab.config import ConfigError
+from shunted_lab.data import DataError
 from shunted_lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,3 +183,24 @@ def test_rerunning_a_sweep_skips_completed_jobs_and_reruns_the_rest(tmp_path):
     assert f"{kept.parent.name} is complete (metrics.json); skipped" in output
     assert kept.read_text() == kept_before and lost.is_file()
     assert "skipped" not in output.split(lost.parent.name)[-1].splitlines()[0]
+
+
+def test_an_unreadable_image_met_mid_run_ends_in_one_line(tmp_path):
+    write_image_folder(tmp_path / "images")
+    bad = tmp_path / "images" / "train" / "dog" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    data = ["data=imagefolder", f"data.root={tmp_path}/images", "data.image_size=32", "data.batch_size=4"]
+    # In a loader worker: the error comes back behind the worker's traceback.
+    proc = run_py(tmp_path, *TINY, *data, "data.num_workers=1", "hydra.run.dir=run")
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 4, output[-3000:]
+    errors = [line for line in output.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and f"stopped: cannot read image {bad}" in errors[0]
+    assert "Traceback" not in output and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_training_split_smaller_than_one_batch_never_looks_like_a_run(tmp_path):
+    write_image_folder(tmp_path / "images")  # 3 classes x 4 images
+    with pytest.raises(DataError, match=r"data.batch_size=64 is larger than the training split \(12 images\)"):
+        train(image_folder_cfg(tmp_path, "data.batch_size=64"))
+    assert not (tmp_path / "out" / "metrics.json").exists()

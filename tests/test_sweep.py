@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SHAPES_TINY, TINY, compose_cfg, read_metrics
+from helpers import SHAPES_TINY, TINY, compose_cfg, read_metrics, write_image_folder
 
 from shunted_lab.module import ImageClassifier
 from shunted_lab.report import main as report_main
@@ -29,7 +29,7 @@ def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
             f"paths.root_dir={tmp_path}",
             f"hydra.sweep.dir={tmp_path}/sweep",
             *TINY,
-            *SHAPES_TINY,
+            *(SHAPES_TINY if not any(o.startswith("data=") for o in overrides) else []),
             "logger=csv_wandb",
             *overrides,
         ],
@@ -146,3 +146,22 @@ def test_ddp_on_two_cpu_processes_counts_every_validation_image_once(tmp_path):
         correct = (module(images).argmax(-1) == labels).sum().item()
     assert metrics["val/top1"] == pytest.approx(correct / 33)
     assert metrics["config"]["trainer"]["devices"] == 2
+
+
+@pytest.mark.slow
+def test_a_job_failing_mid_fit_does_not_leak_its_wandb_run_into_the_next(tmp_path):
+    write_image_folder(tmp_path / "images")
+    (tmp_path / "images" / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    data = ["data=imagefolder", f"data.root={tmp_path}/images", "data.image_size=32", "data.num_workers=0"]
+    proc = multirun(tmp_path, *data, "data.batch_size=4", "data.skip_bad_images=false,true")
+    assert proc.returncode != 0  # the first job failed reading the broken image, mid-fit
+    failed, done = sorted((tmp_path / "sweep").glob("[0-9]_*"))
+    assert "cannot read image" in json.loads((failed / "failed.json").read_text())["error"]
+    run = json.loads((done / "metrics.json").read_text())["wandb"]
+    failed_id = (failed / "wandb_run_id").read_text()
+    assert run["id"] != failed_id and run["group"] == "shunted_nano-imagefolder-shunted-detail_specific"
+    # Each job wrote its own offline run; the second job's metrics landed in its own.
+    assert len(list(failed.glob(f"wandb/offline-run-*-{failed_id}"))) == 1
+    record = next(done.glob(f"wandb/offline-run-*-{run['id']}/*.wandb")).read_bytes()
+    assert run["group"].encode() in record and b"val/top1" in record
+    assert not list(done.glob(f"wandb/offline-run-*-{failed_id}"))

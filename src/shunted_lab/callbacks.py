@@ -9,21 +9,39 @@ from lightning.pytorch.callbacks import RichModelSummary
 
 class TrainThroughput(L.Callback):
     """Training images per second (all devices), wall clock between batch ends, data loading
-    included, after `warmup_batches` so that start-up and compilation are not counted."""
+    included, after `warmup_batches` so that start-up and compilation are not counted.
+
+    Also: the first training step's seconds (compilation included, when compiling), the share of
+    step time spent waiting for the next batch, and the peak GPU memory allocated.
+    """
 
     def __init__(self, warmup_batches: int = 5):
         self.warmup_batches = warmup_batches
         self.images = 0
         self.seconds = 0.0
+        self.waiting = 0.0
+        self.first_step_s: float | None = None
         self._seen = 0
         self._last = None
+        self._fit_start = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._last = None  # the gap across validation is not training time
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._last is not None and self._seen >= self.warmup_batches:
+            self.waiting += time.perf_counter() - self._last  # the loader's time, transfer included
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
         self._seen += 1
+        if self.first_step_s is None and self._fit_start is not None:
+            self.first_step_s = now - self._fit_start
         if self._last is not None and self._seen > self.warmup_batches:
             self.images += len(batch[0]) * trainer.world_size
             self.seconds += now - self._last
@@ -32,6 +50,14 @@ class TrainThroughput(L.Callback):
     @property
     def images_per_sec(self) -> float | None:
         return self.images / self.seconds if self.seconds else None
+
+    @property
+    def data_wait_share(self) -> float | None:
+        return self.waiting / self.seconds if self.seconds else None
+
+    @staticmethod
+    def peak_gpu_memory_mb() -> float | None:
+        return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 class NonFiniteLossError(RuntimeError):

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .checkpointing import resolve_resume_path, unsafe_globals
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
@@ -39,6 +40,7 @@ RULES = (
     ("optim.cutmix", lambda v: _number(v) and v >= 0, "a number >= 0 (0 = off)"),
     ("optim.ema_decay", lambda v: v is None or (_number(v) and 0 < v < 1), "null or a number in (0, 1)"),
     ("optim.fused", lambda v: isinstance(v, bool), "true or false"),
+    ("compile", lambda v: isinstance(v, bool) or v in COMPILE_MODES, f"true, false or one of {list(COMPILE_MODES)}"),
     ("model.drop_path_rate", lambda v: v is None or (_number(v) and 0 <= v < 1), "null or a number in [0, 1)"),
 )
 

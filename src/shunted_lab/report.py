@@ -69,7 +69,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-COLUMNS = ("val/top1", "test/top1", "train/images_per_sec", "wall_time_s")
+COLUMNS = ("val/top1", "test/top1", "train/images_per_sec", "peak_gpu_memory_mb", "wall_time_s")
 
 
 def summarize(jobs: list[Job]) -> list[dict]:
@@ -104,8 +104,8 @@ def write_markdown(rows: list[dict], path: Path, title: str, common: list[str]) 
         "",
         "Mean +- std over seeds; top-1 in %; best val/top1 first.",
         "",
-        "| cell | seeds | val top-1 | test top-1 | params (M) | GMACs | train img/s | wall (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cell | seeds | val top-1 | test top-1 | params (M) | GMACs | train img/s | peak GPU mem (MB) | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         params = "-" if r["params"] is None else f"{r['params'] / 1e6:.2f}"
@@ -114,6 +114,7 @@ def write_markdown(rows: list[dict], path: Path, title: str, common: list[str]) 
             f"| {r['cell']} | {r['seeds']} | {_fmt(r['val/top1_mean'], r['val/top1_std'], 100)} "
             f"| {_fmt(r['test/top1_mean'], r['test/top1_std'], 100)} | {params} | {gmacs} "
             f"| {_fmt(r['train/images_per_sec_mean'], r['train/images_per_sec_std'], digits=0)} "
+            f"| {_fmt(r['peak_gpu_memory_mb_mean'], r['peak_gpu_memory_mb_std'], digits=0)} "
             f"| {_fmt(r['wall_time_s_mean'], r['wall_time_s_std'], digits=0)} |"
         )
     failed = [r for r in rows if r["failed"]]

@@ -156,6 +156,9 @@ def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary
         **{k: results[k] for k in sorted(results)},
         **summary,
         "train/images_per_sec": throughput.images_per_sec if throughput else None,
+        "train/data_wait_share": throughput.data_wait_share if throughput else None,
+        "train/first_step_s": throughput.first_step_s if throughput else None,
+        "peak_gpu_memory_mb": TrainThroughput.peak_gpu_memory_mb(),
         "wall_time_s": time.perf_counter() - start,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
@@ -163,6 +166,8 @@ def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary
         "wandb": wandb_run,
         "config": resolved,
     }
+    if cfg.compile and metrics["train/first_step_s"] is not None:
+        log.info("first training step (compilation included): %.1f s", metrics["train/first_step_s"])
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
         log.info("val/top1 %.4f test/top1 %.4f (%s)", metrics["val/top1"], metrics["test/top1"], cfg.run_name)

@@ -1,0 +1,79 @@
+"""What a user relies on beyond the code: the repository stands alone, the README's commands run,
+sweeps resume where the README says so, the printed model summary is true."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import SHAPES_TINY, TINY, compose_cfg, read_metrics
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from shunted_lab.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tracked_files() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode == 0 and listed.stdout:
+        return [ROOT / f for f in listed.stdout.splitlines()]
+    return [p for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts]
+
+
+def test_the_repository_reads_nothing_beside_it():
+    # A user's clone has no ../shared: no code, test, config or default run may reach outside.
+    outside = re.compile(r"\.\./" + "shared|parents\\[\\d\\]\\.parent\\b")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in tracked_files()
+        if path.suffix in {".py", ".yaml", ".sh", ".toml", ".cfg"} or path.name == "run"
+        if path.is_file() and outside.search(path.read_text(errors="ignore"))
+    ]
+    assert offenders == []
+
+
+def readme_commands() -> list[str]:
+    section = (ROOT / "README.md").read_text().split("## On a fresh machine", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", section, re.S)]
+
+
+def test_the_readme_commands_run(tmp_path):
+    setup_and_run, setup_and_test = readme_commands()
+    assert setup_and_test == 'pip install -e ".[dev]" && pytest -q'
+    install, command = setup_and_run.split(" && ")
+    assert install == "pip install -e ." and command.startswith("python run.py ")
+    # The main job as quoted, on a tiny configuration (the install is this environment's).
+    overrides = command.split()[2:]
+    tiny = [*TINY, "data.num_train=64", "data.num_val=32", "data.num_test=32", f"paths.root_dir={tmp_path}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *overrides, *tiny, "hydra.run.dir=run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_the_ablation_experiment_fixes_its_sweep_directory(tmp_path):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=shapes_ablation"], return_hydra_config=True)
+    sweep_dir = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["dir"]
+    assert "${now:" not in sweep_dir and sweep_dir.endswith("/multirun/shapes_ablation")
+
+
+def test_the_model_summary_prints_the_models_flops(tmp_path, capfd):
+    # Lightning alone prints "Total FLOPs: 0" without an example input.
+    tiny = [o for o in TINY if o != "~callbacks.model_summary"]
+    cfg = compose_cfg(tmp_path, *tiny, *SHAPES_TINY, "callbacks.model_summary.max_depth=1", tiny=False)
+    train(cfg)
+    printed = re.search(r"Total FLOPs: ([\d.]+) (\w?)", capfd.readouterr().out)
+    assert printed, "no Total FLOPs line"
+    value = float(printed[1]) * {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}[printed[2]]
+    assert abs(value - 2e9 * read_metrics(cfg)["gmacs"]) <= 0.1e6  # one image's forward pass
