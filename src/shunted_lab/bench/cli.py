@@ -1,0 +1,178 @@
+"""What every variant and its peers cost: params, GMACs, images/s, peak memory, FLOP efficiency.
+
+    python -m shunted_lab.bench --models shunted_s --attention shunted --reference \\
+        --peers pvt_v2_b2,swin_tiny_patch4_window7_224,deit_small_patch16_224 --batch-size 8
+
+Random weights and inputs; `--warmup` untimed then `--iters` timed iterations, the median
+reported. Training = forward, cross-entropy, backward, AdamW step. `--reference` adds the
+published formulation (models/reference.py) with the same weights as the fast model, checks that
+the outputs agree and reports the speed ratios. Each entry runs in its own process, so that its
+peak memory is its own (on CPU, peak RSS includes the ~0.5 GB of the runtime itself). The entries
+are measured in turn for `--rounds` rounds and each median pools all rounds: a machine whose
+speed drifts over minutes (shared CPUs do, by 10-20%) then slows every entry alike.
+`--op-times` (CPU) adds where a training step's time goes, op by op, for every entry.
+"""
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from ..models.reference import PRESETS
+from .loop import loop_overhead
+from .measure import (
+    COMPILE_MODES,
+    GPU_BF16_PEAK_TFLOPS,
+    PRECISIONS,
+    images_per_s,
+    matmul_peak_tflops,
+    measure,
+    summarise,
+)
+from .tables import add_comparisons, label, markdown
+
+
+def entries(args) -> list[dict]:
+    out = []
+    ffn_recompute = args.ffn_recompute == "on"
+    for model in args.models:
+        for attention in args.attention:
+            for mlp in args.mlp:
+                for chunk, mode in itertools.product(args.cpu_chunk_mib or [None], args.modes):
+                    entry = dict(
+                        kind="ours",
+                        model=model,
+                        attention=attention,
+                        mlp=mlp,
+                        image_size=args.image_size,
+                        ffn_recompute=ffn_recompute,
+                        mode=mode,
+                    )
+                    out.append(entry if chunk is None else dict(entry, cpu_chunk_mib=chunk))
+        if args.reference and model in PRESETS:
+            out.append(
+                dict(
+                    kind="reference",
+                    model=model,
+                    attention="shunted",
+                    mlp="detail_specific",
+                    image_size=args.image_size,
+                )
+            )
+    out += [dict(kind="peer", model=p, attention="-", mlp="-", image_size=args.image_size) for p in args.peers]
+    return out
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m shunted_lab.bench", description=__doc__.split("\n\n")[0])
+
+    def csv_list(s: str) -> list[str]:
+        return [v for v in s.split(",") if v]
+
+    p.add_argument("--models", type=csv_list, default=["shunted_s"], help="our presets, comma-separated")
+    p.add_argument("--attention", type=csv_list, default=["shunted"], help="vit,pvt,swin,shunted")
+    p.add_argument("--mlp", type=csv_list, default=["detail_specific"], help="plain,detail_specific,dwconv")
+    p.add_argument("--peers", type=csv_list, default=[], help="timm model names, random weights")
+    p.add_argument(
+        "--cpu-chunk-mib",
+        type=lambda s: [float(v) for v in csv_list(s)],
+        default=None,
+        help="our models' CPU batch-chunk budgets to compare, e.g. 16,0 (default: the model's own)",
+    )
+    p.add_argument(
+        "--ffn-recompute",
+        choices=("on", "off"),
+        default="off",
+        help="on: our FFNs recompute their hidden tensors in backward (the model's ffn_recompute)",
+    )
+    p.add_argument("--reference", action="store_true", help="add the published formulation with shared weights")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument(
+        "--modes",
+        type=csv_list,
+        default=["eager"],
+        help="how our models run: eager, compile (every block, regionally), cudagraphs (compiled blocks in CUDA "
+        "graphs, torch.compile's reduce-overhead); the reference and peers run eager",
+    )
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled modes")
+    p.add_argument("--profile", action="store_true", help="per entry: GPU busy share and kernel launches per step")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3, help="entries measured in turn, this many times each")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON output; the markdown goes beside it")
+    p.add_argument("--op-times", action="store_true", help="CPU: each op's time in a training step, per entry")
+    p.add_argument("--loop-overhead", action="store_true", help="Lightning vs bare loop, and SHAPES loading, instead")
+    p.add_argument("--entry", help=argparse.SUPPRESS)  # one entry, in a child process
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.modes) - {"eager", *COMPILE_MODES})
+    if unknown:
+        p.error(f"--modes {','.join(unknown)} is not allowed; expected eager, {', '.join(COMPILE_MODES)}")
+    if args.op_times and args.device != "cpu":
+        p.error(f"--op-times needs --device cpu (got {args.device}): CUDA ops run asynchronously; use torch.profiler")
+    return args
+
+
+def run_entry_in_child(entry: dict, argv: list[str]) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "shunted_lab.bench", *argv, "--entry", json.dumps(entry)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark of {label(entry)} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.entry:
+        print(json.dumps(measure(json.loads(args.entry), args)))
+        return 0
+    if args.loop_overhead:
+        result = loop_overhead(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(vars(args), out=str(args.out), torch=torch.__version__)
+        args.out.write_text(json.dumps(dict(meta=meta, loop=result), indent=2))
+        print(json.dumps(result, indent=2))
+        return 0
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    table_peak = (
+        next((v for k, v in GPU_BF16_PEAK_TFLOPS.items() if k in name), None) if device.type == "cuda" else None
+    )
+    peak, peak_kind = (
+        (table_peak, "bf16 spec")
+        if table_peak
+        else (matmul_peak_tflops(device, PRECISIONS[args.precision]), f"measured {args.precision} matmul")
+    )
+    todo = entries(args)
+    rounds = [[] for _ in todo]
+    for i in range(args.rounds):
+        for entry, done in zip(todo, rounds, strict=True):
+            done.append(run_entry_in_child(entry, argv))
+            train, infer = (images_per_s(done[-1][f"{p}_seconds"], args.batch_size) for p in ("train", "infer"))
+            print(
+                f"round {i + 1}/{args.rounds} {label(entry)}: train {train:.1f} img/s, infer {infer:.1f} img/s",
+                flush=True,
+            )
+    results = [summarise(done, args.batch_size) for done in rounds]
+    add_comparisons(results, peak)
+    meta = dict(
+        vars(args), out=str(args.out), device_name=name, peak_tflops=peak, peak_kind=peak_kind, torch=torch.__version__
+    )
+    meta.pop("entry")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    table = markdown(results, meta)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    return 0

@@ -1,0 +1,85 @@
+"""`--loop-overhead`: the LightningModule against a bare loop, and the SHAPES loader's speed."""
+
+import statistics
+import time
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+# The training recipe of a default run (the module has no defaults of its own).
+OPTIM_DEFAULTS = Path(__file__).resolve().parents[3] / "conf" / "optim" / "default.yaml"
+
+
+def loop_overhead(args) -> dict:
+    """Training steps/s of the LightningModule vs a bare PyTorch loop (same model, loader,
+    optimizer), alternating bare and Lightning runs for `--rounds` rounds, and how fast the SHAPES
+    loader delivers images vs how fast the model eats them."""
+    import lightning as L
+
+    from .callbacks import TrainThroughput
+    from .data import ShapesData
+    from .module import ImageClassifier
+
+    data = ShapesData(name="shapes", num_train=args.batch_size * (args.iters + args.warmup), batch_size=args.batch_size)
+    data.setup()
+
+    def fresh_model():
+        torch.manual_seed(0)
+        return timm.create_model("shunted_nano", num_classes=data.num_classes)
+
+    def bare() -> float:
+        model = fresh_model().train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # as the module's
+        for i, (x, y) in enumerate(data.train_dataloader()):
+            if i == args.warmup:
+                start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return args.iters / (time.perf_counter() - start)
+
+    def lightning() -> float:
+        timer = TrainThroughput(warmup_batches=args.warmup)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[timer],
+        )
+        recipe = {**OmegaConf.to_container(OmegaConf.load(OPTIM_DEFAULTS)), "label_smoothing": 0.0, "warmup_epochs": 0}
+        module = ImageClassifier(fresh_model(), data.num_classes, **recipe)
+        trainer.fit(module, datamodule=data)
+        return timer.images_per_sec / args.batch_size
+
+    bare()  # the process's first run pays for allocator growth and oneDNN kernel creation: not counted
+    runs = {"bare": [], "lightning": []}
+    for i in range(args.rounds):
+        order = ("bare", "lightning") if i % 2 == 0 else ("lightning", "bare")
+        for name in order:
+            runs[name].append(bare() if name == "bare" else lightning())
+        print(
+            f"round {i + 1}/{args.rounds}: bare {runs['bare'][-1]:.2f}, Lightning {runs['lightning'][-1]:.2f} steps/s"
+        )
+    bare_steps, lightning_steps = (statistics.median(runs[k]) for k in ("bare", "lightning"))
+
+    start = time.perf_counter()
+    loaded = sum(len(x) for x, _ in data.train_dataloader())
+    loader_images = loaded / (time.perf_counter() - start)
+    return dict(
+        bare_steps_per_s=bare_steps,
+        lightning_steps_per_s=lightning_steps,
+        lightning_vs_bare=lightning_steps / bare_steps,
+        lightning_vs_bare_per_round=[a / b for a, b in zip(runs["lightning"], runs["bare"], strict=True)],
+        rounds=runs,
+        loader_images_per_s=loader_images,
+        model_train_images_per_s=bare_steps * args.batch_size,
+        loader_vs_model=loader_images / (bare_steps * args.batch_size),
+    )
