@@ -1,10 +1,15 @@
 """The benchmark runs end to end on a tiny configuration and writes valid JSON and markdown."""
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from shunted_lab.bench import main, parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_tiny_end_to_end_with_reference(tmp_path):
@@ -65,7 +70,23 @@ def test_bench_under_bf16_autocast(tmp_path):
 
 def test_loop_overhead_alternates_bare_and_lightning_runs(tmp_path):
     out = tmp_path / "loop.json"
-    argv = ["--loop-overhead", "--batch-size", "4", "--warmup", "1", "--iters", "3", "--rounds", "2", "--out", str(out)]
+    argv = [
+        "--loop-overhead",
+        "--models",
+        "shunted_nano",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--warmup",
+        "1",
+        "--iters",
+        "3",
+        "--rounds",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     loop = json.loads(out.read_text())["loop"]
     assert len(loop["rounds"]["bare"]) == len(loop["rounds"]["lightning"]) == 2
@@ -76,3 +97,23 @@ def test_loop_overhead_alternates_bare_and_lightning_runs(tmp_path):
 def test_op_times_refuse_cuda():
     with pytest.raises(SystemExit):
         parse_args(["--op-times", "--device", "cuda"])
+
+
+@pytest.mark.slow
+def test_the_gpu_bench_script_runs_end_to_end_on_a_tiny_cpu_configuration(tmp_path):
+    tiny = dict(DEVICE="cpu", MODEL="shunted_nano", IMAGE="64", BATCHES="2", ITERS="1", WARMUP="0", PEERS="0")
+    env = {**os.environ, **tiny, "PRECISION": "fp32", "BACKEND": "aot_eager", "RESULTS": str(tmp_path)}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_bench.sh")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    shunted = json.loads((tmp_path / "shunted_b2.json").read_text())["results"]
+    assert [r["mode"] for r in shunted] == ["eager", "compile", "cudagraphs"]
+    for name in ("swin_plain_b2", "pvt_dwconv_b2", "vit_plain_b2"):
+        results = json.loads((tmp_path / f"{name}.json").read_text())["results"]
+        assert [r["mode"] for r in results] == ["eager", "cudagraphs"]
+        assert all(r["profile"]["wall_ms_per_step"] > 0 and r["first_train_s"] > 0 for r in results)
+    loop = json.loads((tmp_path / "loop_overhead.json").read_text())["loop"]
+    assert loop["mode"] == "cudagraphs" and loop["lightning_vs_bare"] > 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## shunted_b2" in summary and "| training step, profiled |" in summary

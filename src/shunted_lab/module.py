@@ -87,6 +87,8 @@ class ImageClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        if self.hparams.compile == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # last step's CUDA-graph outputs may be overwritten
         if self.mixup is not None:
             x, soft = self.mixup(x, y)
             loss = self.soft_loss(self(x), soft)

@@ -9,42 +9,64 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from .measure import COMPILE_MODES, PRECISIONS
+
 # The training recipe of a default run (the module has no defaults of its own).
 OPTIM_DEFAULTS = Path(__file__).resolve().parents[3] / "conf" / "optim" / "default.yaml"
 
 
 def loop_overhead(args) -> dict:
-    """Training steps/s of the LightningModule vs a bare PyTorch loop (same model, loader,
-    optimizer), alternating bare and Lightning runs for `--rounds` rounds, and how fast the SHAPES
-    loader delivers images vs how fast the model eats them."""
+    """Training steps/s of the LightningModule vs a bare PyTorch loop (same model, mode, precision,
+    loader, optimizer), alternating bare and Lightning runs for `--rounds` rounds, and how fast the
+    SHAPES loader delivers images vs how fast the model eats them. The model is the first of
+    `--models` at `--image-size`, in the last of `--modes`."""
     import lightning as L
 
-    from .callbacks import TrainThroughput
-    from .data import ShapesData
-    from .module import ImageClassifier
+    from ..callbacks import TrainThroughput
+    from ..data import ShapesData
+    from ..module import ImageClassifier
 
-    data = ShapesData(name="shapes", num_train=args.batch_size * (args.iters + args.warmup), batch_size=args.batch_size)
+    device, mode = torch.device(args.device), args.modes[-1]
+    data = ShapesData(
+        name="shapes",
+        num_train=args.batch_size * (args.iters + args.warmup),
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+    )
     data.setup()
+    autocast = torch.autocast(device.type, dtype=PRECISIONS[args.precision], enabled=args.precision != "fp32")
 
     def fresh_model():
+        """The same model for both loops, compiled as ImageClassifier(compile=...) would compile it."""
         torch.manual_seed(0)
-        return timm.create_model("shunted_nano", num_classes=data.num_classes)
+        model = timm.create_model(args.models[0], num_classes=data.num_classes)
+        if mode != "eager":
+            model.compile_blocks(backend=args.compile_backend, **COMPILE_MODES[mode])
+        return model
 
     def bare() -> float:
-        model = fresh_model().train()
+        model = fresh_model().to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # as the module's
         for i, (x, y) in enumerate(data.train_dataloader()):
             if i == args.warmup:
+                sync(device)
                 start = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if mode == "cudagraphs":
+                torch.compiler.cudagraph_mark_step_begin()
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
+            with autocast:
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
             optimizer.step()
+        sync(device)
         return args.iters / (time.perf_counter() - start)
 
     def lightning() -> float:
         timer = TrainThroughput(warmup_batches=args.warmup)
         trainer = L.Trainer(
-            accelerator="cpu",
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            precision={"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}[args.precision],
             max_epochs=1,
             logger=False,
             enable_checkpointing=False,
@@ -74,6 +96,8 @@ def loop_overhead(args) -> dict:
     loaded = sum(len(x) for x, _ in data.train_dataloader())
     loader_images = loaded / (time.perf_counter() - start)
     return dict(
+        model=args.models[0],
+        mode=mode,
         bare_steps_per_s=bare_steps,
         lightning_steps_per_s=lightning_steps,
         lightning_vs_bare=lightning_steps / bare_steps,
@@ -83,3 +107,8 @@ def loop_overhead(args) -> dict:
         model_train_images_per_s=bare_steps * args.batch_size,
         loader_vs_model=loader_images / (bare_steps * args.batch_size),
     )
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The whole GPU table in one call (bf16, 224 px, batch 64 and 128, one GPU), written to $RESULTS:
+# Shunted-S eager / compiled / CUDA graphs against the eager reference formulation and timm's
+# pvt_v2_b2; each mixer with its peer's FFN against the peer (swin/plain vs Swin-T, pvt/dwconv vs
+# PVTv2-b2, vit/plain vs DeiT-S); first training step (compile) time, a torch.profiler summary per
+# entry (GPU busy share, kernel launches per step); Lightning vs a bare loop and the SHAPES loader.
+# Sized for about 6 minutes on an H100; every step is bounded by STEP_TIMEOUT and what finished stays.
+#
+#   bash benchmarks/gpu_bench.sh                      # on the GPU machine, from the repository root
+#
+# A GPU machine without hydra-core/omegaconf/antlr4 gets them as wheels, made here once:
+#   pip wheel --no-deps -w .whl hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3
+# then carried (.whl, ignored by git) and installed before the script:
+#   pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
+# The CPU test runs it tiny: DEVICE=cpu MODEL=shunted_nano IMAGE=64 BATCHES=2 PRECISION=fp32 BACKEND=aot_eager ...
+set -uo pipefail
+RESULTS=${RESULTS:-benchmarks/gpu}
+DEVICE=${DEVICE:-cuda}
+MODEL=${MODEL:-shunted_s}
+IMAGE=${IMAGE:-224}
+BATCHES=${BATCHES:-64 128}
+WARMUP=${WARMUP:-5}
+ITERS=${ITERS:-20}
+PEERS=${PEERS:-1}
+BACKEND=${BACKEND:-inductor}
+PRECISION=${PRECISION:-bf16}
+STEP_TIMEOUT=${STEP_TIMEOUT:-150}
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:src
+mkdir -p "$RESULTS"
+failed=0
+
+bench() {  # bench NAME ARGS...: one bench run, bounded in time, its table kept
+    local name=$1
+    shift
+    echo "== $name: $*"
+    timeout "$STEP_TIMEOUT" python -m shunted_lab.bench --device "$DEVICE" --precision "$PRECISION" --image-size "$IMAGE" \
+        --warmup "$WARMUP" --iters "$ITERS" --rounds 1 --profile --compile-backend "$BACKEND" --models "$MODEL" \
+        --out "$RESULTS/$name.json" "$@" || { echo "!! $name failed or timed out"; failed=1; }
+}
+
+peer() { [ "$PEERS" = 1 ] && echo "--peers $1"; }
+
+for batch in $BATCHES; do
+    bench "shunted_b$batch" --batch-size "$batch" --attention shunted --mlp detail_specific \
+        --modes eager,compile,cudagraphs --reference $(peer pvt_v2_b2)
+    bench "swin_plain_b$batch" --batch-size "$batch" --attention swin --mlp plain --modes eager,cudagraphs \
+        $(peer swin_tiny_patch4_window7_224)
+    bench "pvt_dwconv_b$batch" --batch-size "$batch" --attention pvt --mlp dwconv --modes eager,cudagraphs \
+        $(peer pvt_v2_b2)
+    bench "vit_plain_b$batch" --batch-size "$batch" --attention vit --mlp plain --modes eager,cudagraphs \
+        $(peer deit_small_patch16_224)
+done
+last_batch=${BATCHES##* }
+echo "== loop overhead"
+timeout "$STEP_TIMEOUT" python -m shunted_lab.bench --loop-overhead --device "$DEVICE" --precision "$PRECISION" \
+    --models "$MODEL" --image-size "$IMAGE" --batch-size "$last_batch" --modes cudagraphs --compile-backend "$BACKEND" \
+    --warmup "$WARMUP" --iters "$ITERS" --rounds 2 --out "$RESULTS/loop_overhead.json" || failed=1
+
+for table in "$RESULTS"/*.md; do
+    [ "$table" = "$RESULTS/summary.md" ] || { echo "## $(basename "$table" .md)"; echo; cat "$table"; echo; }
+done >"$RESULTS/summary.md"
+cat "$RESULTS/summary.md"
+exit $failed
