@@ -12,7 +12,7 @@
 #   pip wheel --no-deps -w .whl hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3
 # then carried (.whl, ignored by git) and installed before the script:
 #   pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
-# The CPU test runs it tiny: DEVICE=cpu MODEL=shunted_nano IMAGE=64 BATCHES=2 PRECISION=fp32 BACKEND=aot_eager ...
+# The CPU test runs it tiny: DEVICE=cpu MODEL=shunted_nano IMAGE=64 BATCHES=2 MIXERS=vit PRECISION=fp32 ...
 set -uo pipefail
 RESULTS=${RESULTS:-benchmarks/gpu}
 DEVICE=${DEVICE:-cuda}
@@ -22,6 +22,7 @@ BATCHES=${BATCHES:-64 128}
 WARMUP=${WARMUP:-5}
 ITERS=${ITERS:-20}
 PEERS=${PEERS:-1}
+MIXERS=${MIXERS:-swin pvt vit}
 BACKEND=${BACKEND:-inductor}
 PRECISION=${PRECISION:-bf16}
 STEP_TIMEOUT=${STEP_TIMEOUT:-150}
@@ -43,12 +44,15 @@ peer() { [ "$PEERS" = 1 ] && echo "--peers $1"; }
 for batch in $BATCHES; do
     bench "shunted_b$batch" --batch-size "$batch" --attention shunted --mlp detail_specific \
         --modes eager,compile,cudagraphs --reference $(peer pvt_v2_b2)
-    bench "swin_plain_b$batch" --batch-size "$batch" --attention swin --mlp plain --modes eager,cudagraphs \
-        $(peer swin_tiny_patch4_window7_224)
-    bench "pvt_dwconv_b$batch" --batch-size "$batch" --attention pvt --mlp dwconv --modes eager,cudagraphs \
-        $(peer pvt_v2_b2)
-    bench "vit_plain_b$batch" --batch-size "$batch" --attention vit --mlp plain --modes eager,cudagraphs \
-        $(peer deit_small_patch16_224)
+    for mixer in $MIXERS; do  # each mixer with its peer's FFN, against the peer
+        case $mixer in
+        swin) mlp=plain peer_model=swin_tiny_patch4_window7_224 ;;
+        pvt) mlp=dwconv peer_model=pvt_v2_b2 ;;
+        vit) mlp=plain peer_model=deit_small_patch16_224 ;;
+        esac
+        bench "${mixer}_${mlp}_b$batch" --batch-size "$batch" --attention "$mixer" --mlp "$mlp" \
+            --modes eager,cudagraphs $(peer "$peer_model")
+    done
 done
 last_batch=${BATCHES##* }
 echo "== loop overhead"

@@ -24,7 +24,7 @@ def tracked_files() -> list[Path]:
 
 
 def test_the_repository_reads_nothing_beside_it():
-    # A user's clone has no ../shared: no code, test, config or default run may reach outside.
+    # A user's clone has nothing beside it: no code, test, config or default run may reach outside.
     outside = re.compile(r"\.\./" + "shared|parents\\[\\d\\]\\.parent\\b")
     offenders = [
         str(path.relative_to(ROOT))
