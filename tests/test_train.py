@@ -12,6 +12,7 @@ import torch
 from helpers import compose_cfg, image_folder_cfg, read_metrics, write_cifar10, write_image_folder
 
 from shunted_lab.config import ConfigError
+from shunted_lab.data import ImageFolderData
 from shunted_lab.models import FFNS, MIXERS
 from shunted_lab.train import train
 
@@ -245,3 +246,13 @@ def test_sweeper_and_launcher_presets_compose():
     assert set(optuna.hydra.sweeper.params) == {"optim.lr", "model.drop_path_rate"}
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
     assert slurm.hydra.launcher.tasks_per_node == slurm.hydra.launcher.gpus_per_node == 8
+
+
+def test_small_source_images_get_an_image_size_hint(tmp_path, caplog):
+    write_image_folder(tmp_path / "images", size=40)  # 40 x 48 px
+    hint = "data.image_size=224 but the training images are about 40 px"
+    ImageFolderData(name="imagefolder", root=str(tmp_path / "images"), image_size=224).setup()
+    assert hint in caplog.text and "data=imagefolder_small" in caplog.text
+    caplog.clear()
+    ImageFolderData(name="imagefolder", root=str(tmp_path / "images"), image_size=96).setup()
+    assert "data.image_size=" not in caplog.text

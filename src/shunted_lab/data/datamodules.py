@@ -299,10 +299,11 @@ class ImageFolderData(ImageClassificationData):
         self.train_set = self._split("train", self.train_tf)
         self.val_set = self._split("val", self.eval_tf)
         self.test_set = self.val_set
-        self._hint_image_size()
+        if stage in (None, "fit"):
+            self._hint_image_size()
 
     def _hint_image_size(self, samples: int = 32) -> None:
-        """Warn when the images are much smaller than data.image_size: upsampling adds compute, not detail."""
+        """Warn when the images are 3x or more smaller than data.image_size: upsampling adds compute, not detail."""
         paths = [path for path, _ in self.train_set.samples[:: max(1, len(self.train_set) // samples)]]
         sides = []
         for path in paths:
@@ -311,8 +312,8 @@ class ImageFolderData(ImageClassificationData):
                     sides.append(min(image.size))
             except (OSError, ValueError):
                 continue
-        if sides and sorted(sides)[len(sides) // 2] * 2 <= self.image_size:
-            side = sorted(sides)[len(sides) // 2]
+        side = sorted(sides)[len(sides) // 2] if sides else None
+        if side and side * 3 <= self.image_size and self.image_size > 32:
             log.warning(
                 "data.image_size=%d but the training images are about %d px on their short side: each is "
                 "upsampled %.0fx. For small images try data=imagefolder_small (or data.image_size=%d)",
