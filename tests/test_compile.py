@@ -16,6 +16,12 @@ def block_kinds(model) -> int:
     return len({(i, getattr(b.attn, "shift", None)) for i, s in enumerate(model.stages) for b in s.blocks})
 
 
+def assert_same(out, grads, expected, expected_grads, rtol: float, atol: float) -> None:
+    torch.testing.assert_close(out, expected, rtol=rtol, atol=atol)
+    for a, b in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
 def train_step(model, x):
     torch.manual_seed(1)  # the same drop-path draws in both models
     out = model(x)
@@ -39,9 +45,7 @@ def test_compiled_blocks_compile_once_per_kind_and_match_eager(attention, ffn_re
     out, grads = train_step(compiled, x)
     # Drop-path rates are buffers, so the 2-3 blocks of a stage share one graph: no recompiles across them.
     assert counters["stats"]["unique_graphs"] == block_kinds(compiled)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
-    for a, b in zip(grads, expected_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert_same(out, grads, expected, expected_grads, rtol=1e-4, atol=1e-6)
     with torch.no_grad():
         torch.testing.assert_close(compiled.eval()(x), eager.eval()(x), rtol=1e-5, atol=1e-6)
 
@@ -60,9 +64,7 @@ def test_compile_modes_under_bf16_autocast_match_eager():
             expected, expected_grads = train_step(eager, x)
             eager.zero_grad()
             out, grads = train_step(compiled, x)
-        torch.testing.assert_close(out, expected, rtol=1e-2, atol=1e-3)
-        for a, b in zip(grads, expected_grads, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
+        assert_same(out, grads, expected, expected_grads, rtol=1e-2, atol=1e-3)  # bf16 rounding
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -78,6 +80,4 @@ def test_cuda_graph_blocks_train_like_eager_on_the_gpu():
         out, grads = train_step(compiled, x)
     eager.zero_grad()
     expected, expected_grads = train_step(eager, x)
-    torch.testing.assert_close(out, expected, rtol=1e-3, atol=1e-4)
-    for a, b in zip(grads, expected_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    assert_same(out, grads, expected, expected_grads, rtol=1e-3, atol=1e-4)

@@ -161,7 +161,11 @@ def test_a_job_failing_mid_fit_does_not_leak_its_wandb_run_into_the_next(tmp_pat
     failed_id = (failed / "wandb_run_id").read_text()
     assert run["id"] != failed_id and run["group"] == "shunted_nano-imagefolder-shunted-detail_specific"
     # Each job wrote its own offline run; the second job's metrics landed in its own.
-    assert len(list(failed.glob(f"wandb/offline-run-*-{failed_id}"))) == 1
+    failed_run = list(failed.glob(f"wandb/offline-run-*-{failed_id}"))
+    assert len(failed_run) == 1
+    # W&B marks the failed run failed: it was finished with exit code 1 (wandb's own log says so).
+    assert "got exitcode: 1" in (failed_run[0] / "logs" / "debug.log").read_text()
+    assert "got exitcode: 0" in next(done.glob(f"wandb/offline-run-*-{run['id']}/logs/debug.log")).read_text()
     record = next(done.glob(f"wandb/offline-run-*-{run['id']}/*.wandb")).read_bytes()
     assert run["group"].encode() in record and b"val/top1" in record
     assert not list(done.glob(f"wandb/offline-run-*-{failed_id}"))
