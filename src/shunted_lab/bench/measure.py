@@ -64,8 +64,8 @@ def timed(step, warmup: int, iters: int, device: torch.device) -> list[float]:
 
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
     """The fastest of 20 large matmuls: the peak, not a typical call, is what FLOP shares divide by."""
-    # CPUs without bf16/fp16 units emulate them at about 1 GFLOP/s (a 2048-wide bf16 matmul took 61 s
-    # on an AVX2-only EPYC): a smaller square keeps the measurement to seconds on any CPU.
+    # CPUs without bf16/fp16 units (AVX2 only) emulate them, orders of magnitude slower than fp32:
+    # a smaller square keeps the measurement to seconds on any CPU.
     n = 8192 if device.type == "cuda" else 1024 if dtype == torch.float32 else 512
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     return 2 * n**3 / min(timed(lambda: a @ b, 3, 20, device)) / 1e12
