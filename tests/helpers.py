@@ -83,6 +83,13 @@ def write_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int
                 Image.fromarray(pixels).save(root / split / c / f"{i}.png")
 
 
+def write_broken_image(root: Path) -> Path:
+    """A PNG that stops after its signature, in the train split of an image folder; returns its path."""
+    path = root / "train" / "dog" / "broken.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return path
+
+
 class PoisonWeights(L.Callback):
     """Test-only: turn every weight into NaN after optimizer step `at_step`."""
 

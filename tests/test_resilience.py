@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SHAPES_TINY, TINY, compose_cfg, image_folder_cfg, write_image_folder
+from helpers import SHAPES_TINY, TINY, compose_cfg, image_folder_cfg, write_broken_image, write_image_folder
 
 from shunted_lab.callbacks import NonFiniteLossError
 from shunted_lab.config import ConfigError
@@ -141,8 +141,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 
 def test_corrupt_image_names_the_file_or_is_skipped_and_counted(tmp_path, caplog):
     write_image_folder(tmp_path / "images")
-    bad = tmp_path / "images" / "train" / "dog" / "broken.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    bad = write_broken_image(tmp_path / "images")
     with pytest.raises(ValueError, match=rf"cannot read image {bad}"):
         train(image_folder_cfg(tmp_path))
     train(image_folder_cfg(tmp_path / "skip", f"data.root={tmp_path}/images", "data.skip_bad_images=true"))
@@ -187,8 +186,7 @@ def test_rerunning_a_sweep_skips_completed_jobs_and_reruns_the_rest(tmp_path):
 
 def test_an_unreadable_image_met_mid_run_ends_in_one_line(tmp_path):
     write_image_folder(tmp_path / "images")
-    bad = tmp_path / "images" / "train" / "dog" / "broken.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    bad = write_broken_image(tmp_path / "images")
     data = ["data=imagefolder", f"data.root={tmp_path}/images", "data.image_size=32", "data.batch_size=4"]
     # In a loader worker: the error comes back behind the worker's traceback.
     proc = run_py(tmp_path, *TINY, *data, "data.num_workers=1", "hydra.run.dir=run")

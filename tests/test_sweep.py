@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SHAPES_TINY, TINY, compose_cfg, read_metrics, write_image_folder
+from helpers import SHAPES_TINY, TINY, compose_cfg, read_metrics, write_broken_image, write_image_folder
 
 from shunted_lab.module import ImageClassifier
 from shunted_lab.report import main as report_main
@@ -151,7 +151,7 @@ def test_ddp_on_two_cpu_processes_counts_every_validation_image_once(tmp_path):
 @pytest.mark.slow
 def test_a_job_failing_mid_fit_does_not_leak_its_wandb_run_into_the_next(tmp_path):
     write_image_folder(tmp_path / "images")
-    (tmp_path / "images" / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    write_broken_image(tmp_path / "images")
     data = ["data=imagefolder", f"data.root={tmp_path}/images", "data.image_size=32", "data.num_workers=0"]
     proc = multirun(tmp_path, *data, "data.batch_size=4", "data.skip_bad_images=false,true")
     assert proc.returncode != 0  # the first job failed reading the broken image, mid-fit

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from .measure import COMPILE_MODES, PRECISIONS
+from .measure import COMPILE_MODES, PRECISIONS, sync
 
 # The training recipe of a default run (the module has no defaults of its own).
 OPTIM_DEFAULTS = Path(__file__).resolve().parents[3] / "conf" / "optim" / "default.yaml"
@@ -107,8 +107,3 @@ def loop_overhead(args) -> dict:
         model_train_images_per_s=bare_steps * args.batch_size,
         loader_vs_model=loader_images / (bare_steps * args.batch_size),
     )
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

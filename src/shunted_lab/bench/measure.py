@@ -46,18 +46,22 @@ def build(entry: dict) -> tuple[torch.nn.Module, dict]:
     return reference, {"max_rel_diff_vs_fast": ((a - b).abs().max() / b.abs().max()).item()}
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that wall clocks measure it (CPU ops run synchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def timed(step, warmup: int, iters: int, device: torch.device) -> list[float]:
     """Seconds per call of step, for each of `iters` calls after `warmup` untimed ones."""
     for _ in range(warmup):
         step()
     times = []
     for _ in range(iters):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         start = time.perf_counter()
         step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -153,20 +157,14 @@ def profile_summary(train_step, device: torch.device, steps: int = 3) -> dict:
     """Per training step under torch.profiler: wall ms, GPU kernel ms, the GPU's busy share and the
     number of kernel launches (a launch-bound step is busy a small share of its wall time). The wall
     time is taken in a separate, unprofiled run of the same steps; on the CPU only the op count."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    sync()
-    wall_ms = 1000 * (time.perf_counter() - start) / steps
+    wall_ms = 1000 * statistics.fmean(timed(train_step, 0, steps, device))
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(steps):
             train_step()
-        sync()
+        sync(device)
     events = prof.events()
     kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     summary = {

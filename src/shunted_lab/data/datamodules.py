@@ -49,7 +49,7 @@ class ImageClassificationData(L.LightningDataModule):
                 f"{per_device}), so no optimizer step would run; set data.batch_size <= {len(dataset) // world}"
             )
         sampler = None
-        if not train and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if not train and world > 1:
             # Lightning's default would pad the last batch with repeats; every image counts once here.
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(

@@ -97,7 +97,6 @@ class StageBlocks(nn.ModuleList):
         return x
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        hw = (int(hw[0]), int(hw[1]))
         image_bytes = x.shape[1] * self.hidden_dim * x.element_size()
         images = max(1, int(self.cpu_chunk_mib * 2**20 // image_bytes)) if self.cpu_chunk_mib else len(x)
         if x.device.type == "cpu" and images < len(x):
