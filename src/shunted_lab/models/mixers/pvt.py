@@ -5,14 +5,16 @@
 no longer grows with the square of the token count.
 """
 
+from functools import partial
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..attention import AttentionMap, RecordableAttention
 from ..layers import check_map_size, head_dim, merge_heads, split_heads, to_map, to_tokens
 
 
-class SpatialReductionAttention(nn.Module):
+class SpatialReductionAttention(RecordableAttention):
     def __init__(
         self,
         dim: int,
@@ -52,9 +54,15 @@ class SpatialReductionAttention(nn.Module):
             return self.norm(to_tokens(self.sr(to_map(x, hw))))
         return x
 
+    def key_map(self, weights: torch.Tensor, hw: tuple[int, int]) -> AttentionMap:
+        if self.linear:  # adaptive pooling: cells of fractional size
+            return AttentionMap(weights, hw, (7, 7), (hw[0] / 7, hw[1] / 7))
+        r = self.sr_ratio
+        return AttentionMap(weights, hw, (hw[0] // r, hw[1] // r), (r, r))
+
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         B, N, C = x.shape
         q = split_heads(self.q(x), self.num_heads)
         k, v = self.kv(self.reduce(x, hw)).view(B, -1, 2, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        x = self.attend(q, k, v, geometry=partial(self.key_map, hw=hw))
         return self.proj_drop(self.proj(merge_heads(x)))

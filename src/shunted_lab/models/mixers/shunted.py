@@ -10,14 +10,16 @@ Map sides not divisible by the rate are rounded down by the strided convs, exact
 official code: the last rows/columns do not enter the aggregated K/V (queries still cover them).
 """
 
+from functools import partial
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..attention import AttentionMap, RecordableAttention
 from ..layers import check_map_size, conv_plus_input, head_dim, split_heads, to_map, to_tokens
 
 
-class ShuntedAttention(nn.Module):
+class ShuntedAttention(RecordableAttention):
     def __init__(
         self,
         dim: int,
@@ -58,11 +60,12 @@ class ShuntedAttention(nn.Module):
             self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
             self.local_conv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend_tokens(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw, key_hw, rate: int) -> torch.Tensor:
+        """q split into heads, k and v (B, keys, C) on a key grid aggregated at `rate`."""
         heads = q.shape[1]
-        return F.scaled_dot_product_attention(
-            q, split_heads(k, heads), split_heads(v, heads), dropout_p=self.attn_drop if self.training else 0.0
-        )
+        group = f"rate {rate}" if self.sr_ratio > 1 else ""
+        geometry = partial(AttentionMap, hw=hw, key_hw=tuple(key_hw), key_stride=(rate, rate), group=group)
+        return self.attend(q, split_heads(k, heads), split_heads(v, heads), geometry=geometry)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         B, N, C = x.shape
@@ -71,23 +74,24 @@ class ShuntedAttention(nn.Module):
             k, v = self.kv(x).chunk(2, dim=-1)
             local = to_tokens(self.local_conv(to_map(v, hw))).view(B, N, self.num_heads, -1)
             # Adding the head-major attention output through a transposed view merges heads in the same pass.
-            x = (local + self.attend(q, k, v).transpose(1, 2)).reshape(B, N, C)
+            x = (local + self.attend_tokens(q, k, v, hw, hw, 1).transpose(1, 2)).reshape(B, N, C)
             return self.proj_drop(self.proj(x))
 
         check_map_size(hw, self.sr_ratio)
         x_map = to_map(x, hw)
         half = self.num_heads // 2
         branches = (
-            (q[:, :half], self.sr1, self.norm1, self.kv1, self.local_conv1),
-            (q[:, half:], self.sr2, self.norm2, self.kv2, self.local_conv2),
+            (q[:, :half], self.sr_ratio, self.sr1, self.norm1, self.kv1, self.local_conv1),
+            (q[:, half:], self.sr_ratio // 2, self.sr2, self.norm2, self.kv2, self.local_conv2),
         )
         outs = []
-        for q_half, sr, norm, kv, local_conv in branches:
+        for q_half, rate, sr, norm, kv, local_conv in branches:
             reduced = sr(x_map)
             k, v = kv(self.act(norm(to_tokens(reduced)))).chunk(2, dim=-1)
             # At batch 1 the conv returns an NCHW map, whose tokens have strided channels: SDPA's fused
             # CPU kernel refuses those and falls back to an explicit softmax. Otherwise a no-op.
             v = to_tokens(conv_plus_input(local_conv, to_map(v, reduced.shape[-2:]))).contiguous()
-            outs.append(self.attend(q_half, k, v).transpose(1, 2))  # B, N, heads / 2, d
+            x_half = self.attend_tokens(q_half, k, v, hw, reduced.shape[-2:], rate)
+            outs.append(x_half.transpose(1, 2))  # B, N, heads / 2, d
         # One copy merges both scales and the heads: [x1 | x2] channels, as in the seed.
         return self.proj_drop(self.proj(torch.cat(outs, dim=2).view(B, N, C)))

@@ -7,11 +7,14 @@ masked out as keys (a padded query still sees itself, so no softmax row is empty
 skipped when one window already covers a side of the map, as in Swin.
 """
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
+from ..attention import AttentionMap, RecordableAttention, explicit_attention
 from ..layers import head_dim
 
 
@@ -28,7 +31,7 @@ def partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.reshape(B, -1, window * window, C)
 
 
-class ShiftedWindowAttention(nn.Module):
+class ShiftedWindowAttention(RecordableAttention):
     def __init__(
         self,
         dim: int,
@@ -80,15 +83,26 @@ class ShiftedWindowAttention(nn.Module):
         mask = torch.zeros(allowed.shape, device=device).masked_fill(~allowed, float("-inf"))
         return (mask[:, None] + bias[None]).flatten(0, 1).unsqueeze(0)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        dropout = self.attn_drop if self.training else 0.0
-        if not (mask.requires_grad and q.device.type == "cpu"):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        # PyTorch's CPU kernels cannot differentiate a mask, so SDPA would take its math path, whose
-        # NaN-safe softmax made a Shunted-S-size training step 7% slower than this. Every row of the
-        # mask keeps its own token, so the plain softmax is safe, and a window's map is only L x L.
-        attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + mask
-        return F.dropout(attn.softmax(dim=-1), dropout) @ v
+    def attend(self, q, k, v, attn_mask=None, geometry=None) -> torch.Tensor:
+        if self.recorder is None and attn_mask.requires_grad and q.device.type == "cpu":
+            # PyTorch's CPU kernels cannot differentiate a mask, so SDPA would take its math path, whose
+            # NaN-safe softmax made a Shunted-S-size training step 7% slower than this. Every row of the
+            # mask keeps its own token, so the plain softmax is safe, and a window's map is only L x L.
+            return explicit_attention(q, k, v, attn_mask, self.attn_drop if self.training else 0.0)[0]
+        return super().attend(q, k, v, attn_mask, geometry)
+
+    def window_map(self, weights: torch.Tensor, hw: tuple[int, int], padded: tuple[int, int], shift: int):
+        """(B, windows * heads, L, L) -> each real query's weights over its window's keys, on the H x W grid."""
+        (H, W), L, heads = hw, self.window_size**2, self.num_heads
+        token = torch.full(padded, -1, dtype=torch.long)  # the token at each padded, shifted position
+        token[:H, :W] = torch.arange(H * W).view(H, W)
+        slots = partition(torch.roll(token, (-shift, -shift), dims=(0, 1))[None, ..., None], self.window_size)
+        slots = slots.flatten()  # windows * L, -1 for padding
+        weights = weights.view(weights.shape[0], -1, heads, L, L).transpose(1, 2).flatten(2, 3)
+        keys = slots.view(-1, L).repeat_interleave(L, dim=0)  # each query's window keys
+        real = (slots >= 0).nonzero().squeeze(1)
+        pick = real[slots[real].argsort()].to(weights.device)  # queries in token order
+        return AttentionMap(weights[:, :, pick], hw, hw, key_index=keys[pick.cpu()].clamp(min=0))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         B, N, C = x.shape
@@ -103,7 +117,8 @@ class ShiftedWindowAttention(nn.Module):
         nw, L = windows.shape[1], windows.shape[2]
         # Windows and heads share one batch axis so that SDPA sees 4-D q/k/v and one broadcast mask.
         q, k, v = self.qkv(windows).view(B, nw, L, 3, heads, -1).permute(3, 0, 1, 4, 2, 5).flatten(2, 3)
-        x = self.attend(q, k, v, self.attention_bias(hw, (Hp, Wp), shift).to(q.dtype))
+        mask = self.attention_bias(hw, (Hp, Wp), shift).to(q.dtype)
+        x = self.attend(q, k, v, mask, geometry=partial(self.window_map, hw=hw, padded=(Hp, Wp), shift=shift))
         x = x.view(B, Hp // ws, Wp // ws, heads, ws, ws, -1).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Hp, Wp, C)
         if shift:
             x = torch.roll(x, (shift, shift), dims=(1, 2))

@@ -1,13 +1,15 @@
 """ViT's global multi-head self-attention: every token attends to every token of the stage."""
 
+from functools import partial
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..attention import AttentionMap, RecordableAttention
 from ..layers import head_dim, merge_heads
 
 
-class GlobalAttention(nn.Module):
+class GlobalAttention(RecordableAttention):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
         head_dim(dim, num_heads)
@@ -20,5 +22,5 @@ class GlobalAttention(nn.Module):
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        x = self.attend(q, k, v, geometry=partial(AttentionMap, hw=hw, key_hw=hw))
         return self.proj_drop(self.proj(merge_heads(x)))
