@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from shunted_lab.callbacks import NonFiniteLossError
 from shunted_lab.config import ConfigError
 from shunted_lab.data import DataError
+from shunted_lab.evaluate import evaluate
 from shunted_lab.report import FAILED_FILE, error_line
 from shunted_lab.train import train
 
@@ -51,7 +52,7 @@ def resume_sweep_job(cfg: DictConfig, output_dir: Path) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -65,6 +66,9 @@ def main(cfg: DictConfig) -> float:
             done = resume_sweep_job(cfg, output_dir)
             if done is not None:
                 return done
+        if cfg.task == "eval":
+            evaluate(cfg, list(hydra_cfg.overrides.task))
+            return None
         return train(cfg)
     except (NonFiniteLossError, DataError) as e:
         if multirun:

@@ -10,7 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = str(ROOT / "conf")
 # Key listings of the official release files (published facts, kept in the repository: tests read nothing beside it).
 DATA_DIR = Path(__file__).resolve().parent / "data"
 

@@ -3,13 +3,11 @@
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from shunted_lab.bench import main, parse_args
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_tiny_end_to_end_with_reference(tmp_path):

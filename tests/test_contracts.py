@@ -7,13 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import SHAPES_TINY, TINY, compose_cfg, read_metrics
+from helpers import ROOT, SHAPES_TINY, TINY, compose_cfg, read_metrics
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from shunted_lab.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def tracked_files() -> list[Path]:

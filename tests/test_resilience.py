@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SHAPES_TINY, TINY, compose_cfg, image_folder_cfg, write_broken_image, write_image_folder
+from helpers import ROOT, SHAPES_TINY, TINY, compose_cfg, image_folder_cfg, write_broken_image, write_image_folder
 
 from shunted_lab.callbacks import NonFiniteLossError
 from shunted_lab.config import ConfigError
 from shunted_lab.data import DataError
 from shunted_lab.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_py(tmp_path: Path, *overrides: str, **kwargs) -> subprocess.Popen:

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SHAPES_TINY, TINY, compose_cfg, read_metrics, write_broken_image, write_image_folder
+from helpers import ROOT, SHAPES_TINY, TINY, compose_cfg, read_metrics, write_broken_image, write_image_folder
 
 from shunted_lab.module import ImageClassifier
 from shunted_lab.report import main as report_main
 from shunted_lab.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import compose_cfg, image_folder_cfg, read_metrics, write_cifar10, write_image_folder
+from helpers import ROOT, compose_cfg, image_folder_cfg, read_metrics, write_cifar10, write_image_folder
 
 from shunted_lab.config import ConfigError
 from shunted_lab.data import ImageFolderData
 from shunted_lab.models import FFNS, MIXERS
 from shunted_lab.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
 # One epoch over a few SHAPES batches: enough to write a checkpoint and its metrics.
 SMALL_RUN = ("data.num_train=128", "data.num_val=64", "data.num_test=64", "trainer.max_epochs=1")
 

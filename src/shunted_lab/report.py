@@ -23,6 +23,22 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 FAILED_FILE = "failed.json"
+# Written into a job directory after training: by `task=eval` and by the analysis. Their numbers
+# become extra report columns named "<prefix>:<key>".
+EVAL_FILE = "eval.json"
+ANALYSIS_FILE = "analysis/analysis.json"
+EXTRA_FILES = {"eval": EVAL_FILE, "analysis": ANALYSIS_FILE}
+
+
+def extra_metrics(job_dir: Path) -> dict[str, float]:
+    """The numbers of a job's eval and analysis files (an analysis file's flat "summary")."""
+    found = {}
+    for prefix, name in EXTRA_FILES.items():
+        if (job_dir / name).is_file():
+            data = json.loads((job_dir / name).read_text())
+            data = data.get("summary", data)
+            found.update({f"{prefix}:{k}": v for k, v in data.items() if isinstance(v, int | float)})
+    return found
 
 
 def error_line(error: BaseException) -> str:
@@ -57,6 +73,7 @@ def load_jobs(sweep_dir: Path) -> tuple[list[Job], list[str]]:
         job = Job(job_dir, cell, seeds[0] if seeds else "0", "incomplete")
         if (job_dir / "metrics.json").is_file():
             job.status, job.metrics = "completed", json.loads((job_dir / "metrics.json").read_text())
+            job.metrics.update(extra_metrics(job_dir))
         elif (job_dir / FAILED_FILE).is_file():
             job.status, job.error = "failed", json.loads((job_dir / FAILED_FILE).read_text())["error"]
         jobs.append(job)
@@ -78,7 +95,8 @@ def summarize(jobs: list[Job]) -> list[dict]:
         cell_jobs = [j for j in jobs if j.cell == cell]
         done = [j.metrics for j in cell_jobs if j.status == "completed"]
         row = {"cell": cell, "seeds": len(done)}
-        for key in COLUMNS:
+        extras = sorted({k for m in done for k in m if k.split(":", 1)[0] in EXTRA_FILES})
+        for key in (*COLUMNS, *extras):
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([m[key] for m in done if m.get(key) is not None])
         row["params"] = done[0]["params"] if done else None
         row["gmacs"] = done[0]["gmacs"] if done else None
@@ -117,6 +135,20 @@ def write_markdown(rows: list[dict], path: Path, title: str, common: list[str]) 
             f"| {_fmt(r['peak_gpu_memory_mb_mean'], r['peak_gpu_memory_mb_std'], digits=0)} "
             f"| {_fmt(r['wall_time_s_mean'], r['wall_time_s_std'], digits=0)} |"
         )
+    extras = list(dict.fromkeys(k[: -len("_mean")] for r in rows for k in r if ":" in k and k.endswith("_mean")))
+    if extras:
+        lines += [
+            "",
+            "## Evaluation and analysis",
+            "",
+            "eval: `task=eval` scores; analysis: ERF area ratios and mean attention distance (px), see analyze.py.",
+            "",
+            "| cell | " + " | ".join(f"`{k}`" for k in extras) + " |",
+            "|---|" + "---|" * len(extras),
+        ]
+        for r in rows:
+            values = [_fmt(r.get(f"{k}_mean"), r.get(f"{k}_std"), digits=3) for k in extras]
+            lines.append(f"| {r['cell']} | " + " | ".join(values) + " |")
     failed = [r for r in rows if r["failed"]]
     if failed:
         lines += ["", "## Failed or incomplete jobs", ""] + [f"- {r['cell']}: {r['failed']}" for r in failed]
@@ -179,7 +211,7 @@ def write_report(sweep_dir: Path) -> list[dict]:
     jobs, common = load_jobs(sweep_dir)
     rows = summarize(jobs)
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["cell"])
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)) or ["cell"])
         writer.writeheader()
         writer.writerows(rows)
     write_markdown(rows, sweep_dir / "summary.md", f"Sweep {sweep_dir.name}", common)

@@ -9,13 +9,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import lightning as L
-import timm
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
+from .build import build_model
 from .callbacks import ModelSummary, TrainThroughput
 from .checkpointing import AtomicCheckpointIO, resolve_resume_path
 from .config import ConfigError, check_config
@@ -36,22 +35,6 @@ def user_step(key: str, build):
         raise ConfigError(f"{key}: {e.__cause__ or e}") from e
     except (ValueError, FileNotFoundError, NotADirectoryError, KeyError, TypeError) as e:
         raise ConfigError(f"{key}: {e}") from e
-
-
-def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
-    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    name, checkpoint = kwargs.pop("name"), kwargs.pop("checkpoint", None)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # null: the preset's own value
-    return timm.create_model(
-        name,
-        num_classes=num_classes,
-        attention=cfg.attention.name,
-        attention_kwargs=OmegaConf.to_container(cfg.attention.kwargs),
-        mlp=cfg.mlp.name,
-        pretrained=checkpoint is not None,
-        pretrained_cfg_overlay=dict(file=checkpoint) if checkpoint else None,
-        **kwargs,
-    )
 
 
 def wandb_has_credentials() -> bool:

@@ -1,0 +1,89 @@
+"""task=eval: score a run, a sweep or a loose checkpoint again, without training."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, compose_cfg, write_image_folder
+
+from shunted_lab.config import ConfigError
+from shunted_lab.evaluate import evaluate
+from shunted_lab.train import train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("trained")
+    train(compose_cfg(tmp, "attention=pvt", "mlp=plain"))
+    return tmp / "out"
+
+
+def eval_cfg(tmp_path: Path, ckpt_path, *overrides: str):
+    return compose_cfg(tmp_path, "task=eval", f"ckpt_path={ckpt_path}", *overrides)
+
+
+def test_eval_of_a_run_reproduces_its_scores(run_dir, tmp_path):
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    [scored] = evaluate(eval_cfg(tmp_path, run_dir), []).values()
+    for key in ("val/top1", "test/top1", "val/loss"):
+        assert abs(scored[key] - trained[key]) <= 1e-6, key
+    assert (scored["attention"], scored["mlp"]) == ("pvt", "plain")  # the run's, not the eval command's shunted
+    assert scored["checkpoint"] == trained["best_checkpoint"]
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert written["scored"]["out"]["val/top1"] == scored["val/top1"]
+    assert written["scored"]["out"]["data"]["num_val"] == 32
+
+
+def test_eval_on_other_data_keys_keeps_the_runs_data_otherwise(run_dir, tmp_path):
+    overrides = ["eval_splits=[val]", "data.image_size=48"]
+    [scored] = evaluate(eval_cfg(tmp_path, run_dir, *overrides), overrides).values()
+    assert scored["data"]["image_size"] == 48 and scored["data"]["num_val"] == 32
+    assert "val/top1" in scored and "test/top1" not in scored
+
+
+def test_eval_of_a_sweep_scores_every_job_and_extends_the_report(run_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    for num, seed in enumerate((0, 1)):
+        job = sweep / f"{num}_pvt-plain-seed{seed}"
+        shutil.copytree(run_dir, job)
+        (job / ".hydra").mkdir()
+        (job / ".hydra" / "overrides.yaml").write_text(f"- attention=pvt\n- seed={seed}\n")
+    scored = evaluate(eval_cfg(tmp_path, sweep), [])
+    assert sorted(scored) == ["0_pvt-plain-seed0", "1_pvt-plain-seed1"]
+    for name in scored:
+        assert json.loads((sweep / name / "eval.json").read_text())["val/top1"] == scored[name]["val/top1"]
+    summary = (sweep / "summary.md").read_text()
+    assert "`eval:val/top1`" in summary and "`eval:test/top1`" in summary
+    assert "eval:val/top1_mean" in (sweep / "summary.csv").read_text()
+
+
+def test_eval_refuses_a_checkpoint_of_another_variant(run_dir, tmp_path):
+    loose = tmp_path / "loose.ckpt"  # no run directory around it: the command's architecture is used
+    shutil.copy(next((run_dir / "checkpoints").glob("epoch*.ckpt")), loose)
+    with pytest.raises(ConfigError, match=r"does not fit model=shunted_nano attention=shunted mlp=plain: .* missing"):
+        evaluate(eval_cfg(tmp_path, loose, "mlp=plain"), [])
+    [scored] = evaluate(eval_cfg(tmp_path, loose, "attention=pvt", "mlp=plain"), []).values()
+    assert scored["run_dir"] is None
+
+
+def test_eval_refuses_a_class_count_mismatch(run_dir, tmp_path):
+    write_image_folder(tmp_path / "images")  # 3 classes; the run had SHAPES' 10
+    overrides = ["data=imagefolder", f"data.root={tmp_path}/images", "data.image_size=32"]
+    with pytest.raises(ConfigError, match="has a 10-class head but the data has 3 classes"):
+        evaluate(eval_cfg(tmp_path, run_dir, *overrides), overrides)
+
+
+def test_eval_of_a_missing_path_exits_with_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "task=eval", f"ckpt_path={tmp_path}/none", f"paths.root_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "does not exist; expected a run or sweep directory" in errors[0]
+    assert "Traceback" not in proc.stderr
