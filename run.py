@@ -17,9 +17,9 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
 from shunted_lab.callbacks import NonFiniteLossError
+from shunted_lab.checkpoint_tasks import analyze, evaluate
 from shunted_lab.config import ConfigError
 from shunted_lab.data import DataError
-from shunted_lab.evaluate import evaluate
 from shunted_lab.report import FAILED_FILE, error_line
 from shunted_lab.train import train
 
@@ -66,8 +66,8 @@ def main(cfg: DictConfig) -> float | None:
             done = resume_sweep_job(cfg, output_dir)
             if done is not None:
                 return done
-        if cfg.task == "eval":
-            evaluate(cfg, list(hydra_cfg.overrides.task))
+        if cfg.task in ("eval", "analyze"):
+            (evaluate if cfg.task == "eval" else analyze)(cfg, list(hydra_cfg.overrides.task))
             return None
         return train(cfg)
     except (NonFiniteLossError, DataError) as e:

@@ -58,8 +58,8 @@ def check_config(cfg: DictConfig) -> None:
             f"trainer.precision={cfg.trainer.precision} needs a GPU but trainer.accelerator=cpu; "
             "use bf16-mixed or 32-true on CPU"
         )
-    # task=eval reads ckpt_path itself: it may also be a run or sweep directory.
-    for key in ("ckpt_path", "model.checkpoint")[cfg.get("task") == "eval" :]:
+    # task=eval|analyze read ckpt_path themselves: it may also be a run or sweep directory.
+    for key in ("ckpt_path", "model.checkpoint")[cfg.get("task", "train") != "train" :]:
         path = OmegaConf.select(cfg, key)
         if key == "ckpt_path":
             try:

@@ -206,6 +206,33 @@ def write_plots(rows: list[dict], jobs: list[Job], out: Path) -> None:
     plt.close(fig)
 
 
+def write_erf_plot(rows: list[dict], jobs: list[Job], out: Path) -> None:
+    """The cells' last-stage ERFs side by side (mean over seeds), where their jobs were analyzed."""
+    import matplotlib.pyplot as plt  # write_plots chose the backend
+    import numpy as np
+
+    cells = []
+    for r in rows:
+        found = [j.dir / "analysis" / "erf.npz" for j in jobs if j.cell == r["cell"] and j.status == "completed"]
+        maps = []
+        for path in (p for p in found if p.is_file()):
+            with np.load(path) as erf:
+                maps.append(erf[sorted(erf.files)[-1]])
+        if maps:
+            cells.append((r["cell"], np.mean(maps, axis=0)))
+    if not cells:
+        return
+    fig, axes = plt.subplots(1, len(cells), figsize=(2.6 * len(cells), 3), squeeze=False)
+    for ax, (cell, erf) in zip(axes[0], cells, strict=True):
+        ax.imshow(np.log10(1 + erf / max(erf.max(), 1e-30) * 1e3), cmap="viridis")
+        ax.set_title(cell, fontsize=7)
+        ax.axis("off")
+    fig.suptitle("effective receptive field of the last stage (log scale, mean over seeds)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "erf_by_cell.png", dpi=120)
+    plt.close(fig)
+
+
 def write_report(sweep_dir: Path) -> list[dict]:
     sweep_dir = Path(sweep_dir)
     jobs, common = load_jobs(sweep_dir)
@@ -216,6 +243,7 @@ def write_report(sweep_dir: Path) -> list[dict]:
         writer.writerows(rows)
     write_markdown(rows, sweep_dir / "summary.md", f"Sweep {sweep_dir.name}", common)
     write_plots(rows, jobs, sweep_dir)
+    write_erf_plot(rows, jobs, sweep_dir)
     return rows
 
 

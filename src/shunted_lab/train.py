@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from .analysis import analyze_configured
 from .build import build_model
 from .callbacks import ModelSummary, TrainThroughput
 from .checkpointing import AtomicCheckpointIO, resolve_resume_path
@@ -113,6 +114,15 @@ def close_loggers(loggers: list, succeeded: bool) -> None:
         wandb.finish(exit_code=0 if succeeded else 1)  # W&B marks the run failed
 
 
+def log_analysis(loggers: list, result: dict, out: Path, prefix: str = "analysis") -> None:
+    """The analysis's summary as metrics and, on W&B, its figures as images."""
+    for logger in loggers:
+        logger.log_metrics({f"{prefix}/{k}": v for k, v in result["summary"].items()})
+        if isinstance(logger, WandbLogger):
+            for name in result["figures"]:
+                logger.log_image(key=f"{prefix}/{Path(name).stem}", images=[str(out / name)])
+
+
 def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary: dict, start: float) -> dict:
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     for callback in callbacks:
@@ -134,6 +144,12 @@ def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary
     results = {}
     for evaluate in (trainer.validate, trainer.test):
         results.update(evaluate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0])
+    analysis = None
+    if cfg.analysis.enabled and trainer.is_global_zero:  # the best checkpoint's weights are in the module now
+        out = Path(cfg.paths.output_dir) / "analysis"
+        analysis = analyze_configured(module.model, datamodule, cfg.analysis, out, checkpoint=best)
+        log_analysis(loggers, analysis, out)
+        log.info("analysis: %s (%.1f s)", out, analysis["seconds"])
     throughput = next((c for c in trainer.callbacks if isinstance(c, TrainThroughput)), None)
     metrics = {
         **{k: results[k] for k in sorted(results)},
@@ -147,6 +163,7 @@ def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary
         "global_step": trainer.global_step,
         "best_checkpoint": best,
         "wandb": wandb_run,
+        "analysis": analysis and analysis["summary"],
         "config": resolved,
     }
     if cfg.compile and metrics["train/first_step_s"] is not None:

@@ -74,10 +74,11 @@ class ImageClassificationData(L.LightningDataModule):
 
 
 class TensorImages(Dataset):
-    """uint8 (N, 3, H, W) images in memory, a transform applied per item."""
+    """uint8 (N, 3, H, W) images in memory, a transform applied per item; `objects` (N, 3): each
+    image's object centre row, column and half size in pixels, where the data knows them."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform, objects: torch.Tensor | None = None):
+        self.images, self.labels, self.transform, self.objects = images, labels, transform, objects
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -88,6 +89,7 @@ class TensorImages(Dataset):
 
 class ShapesData(ImageClassificationData):
     num_classes = len(shapes.CLASSES)
+    class_names = list(shapes.CLASSES)
 
     def __init__(
         self,
@@ -105,11 +107,12 @@ class ShapesData(ImageClassificationData):
         self.clutter, self.seed = clutter, seed
         self.cache_dir = Path(root) if root else None
 
-    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         args = (self.sizes[name], self.seed, name, self.image_size, self.clutter)
         if self.cache_dir is None:
             return shapes.generate(*args)
-        path = self.cache_dir / f"shapes-{name}-n{args[0]}-seed{args[1]}-{args[3]}px-clutter{args[4]}.pt"
+        # "-objects": caches before the object records held (images, labels) only.
+        path = self.cache_dir / f"shapes-{name}-n{args[0]}-seed{args[1]}-{args[3]}px-clutter{args[4]}-objects.pt"
         if path.is_file():
             return torch.load(path, weights_only=True)
         data = shapes.generate(*args)
@@ -123,9 +126,14 @@ class ShapesData(ImageClassificationData):
         normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.25] * 3)]
         train_tf = v2.Compose([v2.RandomHorizontalFlip(), *normalize])
         eval_tf = v2.Compose(normalize)
-        self.train_set = TensorImages(*self.split("train"), train_tf)
-        self.val_set = TensorImages(*self.split("val"), eval_tf)
-        self.test_set = TensorImages(*self.split("test"), eval_tf)
+        self.train_set, self.val_set, self.test_set = (
+            TensorImages(images, labels, transform, objects)
+            for (images, labels, objects), transform in (
+                (self.split("train"), train_tf),
+                (self.split("val"), eval_tf),
+                (self.split("test"), eval_tf),
+            )
+        )
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):

@@ -43,8 +43,8 @@ def shape_mask(label: int, dx: np.ndarray, dy: np.ndarray, s: float) -> np.ndarr
     ][label]
 
 
-def render(rng: np.random.Generator, label: int, size: int, clutter: int) -> np.ndarray:
-    """One (size, size, 3) uint8 image of class `label`."""
+def render(rng: np.random.Generator, label: int, size: int, clutter: int) -> tuple[np.ndarray, tuple]:
+    """One (size, size, 3) uint8 image of class `label`, and its object's (centre row, centre column, half size)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     c0, c1 = rng.uniform(0, 130, (2, 3)).astype(np.float32)  # dark background, bright objects
     angle = rng.uniform(0, 2 * np.pi)
@@ -64,15 +64,17 @@ def render(rng: np.random.Generator, label: int, size: int, clutter: int) -> np.
     half = rng.uniform(1 / 16, 1 / 4) * size  # 8 to 32 px across at 64 px
     cx, cy = rng.uniform(half, size - half, 2)
     img[shape_mask(label, xx - cx, yy - cy, half)] = rng.uniform(170, 255, 3)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return np.clip(img, 0, 255).astype(np.uint8), (cy, cx, half)
 
 
 def generate(
     num_images: int, seed: int, split: str, size: int = 64, clutter: int = 4
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 3, size, size) uint8 images and (N,) labels, balanced over the classes."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, 3, size, size) uint8 images, (N,) labels balanced over the classes, and (N, 3) objects:
+    each object's centre row, centre column and half size, in pixels."""
     rng = np.random.default_rng([seed, SPLIT_OFFSETS[split]])
     labels = np.arange(num_images) % len(CLASSES)
     rng.shuffle(labels)
-    images = np.stack([render(rng, int(label), size, clutter) for label in labels])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
+    images, objects = zip(*(render(rng, int(label), size, clutter) for label in labels), strict=True)
+    images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.from_numpy(labels), torch.tensor(objects, dtype=torch.float32).view(-1, 3)

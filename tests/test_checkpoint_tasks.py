@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, compose_cfg, write_image_folder
 
+from shunted_lab.checkpoint_tasks import evaluate
 from shunted_lab.config import ConfigError
-from shunted_lab.evaluate import evaluate
 from shunted_lab.train import train
 
 
@@ -33,8 +33,8 @@ def test_eval_of_a_run_reproduces_its_scores(run_dir, tmp_path):
     assert (scored["attention"], scored["mlp"]) == ("pvt", "plain")  # the run's, not the eval command's shunted
     assert scored["checkpoint"] == trained["best_checkpoint"]
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert written["scored"]["out"]["val/top1"] == scored["val/top1"]
-    assert written["scored"]["out"]["data"]["num_val"] == 32
+    assert written["done"]["out"]["val/top1"] == scored["val/top1"]
+    assert written["done"]["out"]["data"]["num_val"] == 32
 
 
 def test_eval_on_other_data_keys_keeps_the_runs_data_otherwise(run_dir, tmp_path):
