@@ -95,7 +95,7 @@ def summarize(jobs: list[Job]) -> list[dict]:
         cell_jobs = [j for j in jobs if j.cell == cell]
         done = [j.metrics for j in cell_jobs if j.status == "completed"]
         row = {"cell": cell, "seeds": len(done)}
-        extras = sorted({k for m in done for k in m if k.split(":", 1)[0] in EXTRA_FILES})
+        extras = sorted({k for m in done for k in m if ":" in k and k.split(":", 1)[0] in EXTRA_FILES})
         for key in (*COLUMNS, *extras):
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([m[key] for m in done if m.get(key) is not None])
         row["params"] = done[0]["params"] if done else None
