@@ -47,7 +47,8 @@ def summary_rows(sweep: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_two_by_two_multirun_with_wandb_groups_and_report(tmp_path):
-    proc = multirun(tmp_path, "attention=vit,shunted", "mlp=plain,detail_specific")
+    analysis = ["analysis.enabled=true", "analysis.num_images=4", "analysis.show=1"]
+    proc = multirun(tmp_path, "attention=vit,shunted", "mlp=plain,detail_specific", *analysis)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = tmp_path / "sweep"
     jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
@@ -68,12 +69,17 @@ def test_two_by_two_multirun_with_wandb_groups_and_report(tmp_path):
         assert len(offline) == 1
         record = next(offline[0].glob("*.wandb")).read_bytes()
         assert cell.encode() in record and b"mlp=" in record  # group and tags reached the run record
+        # The analysis of the best checkpoint: its figures are images of the run, its numbers metrics.
+        media = sorted(p.name for p in offline[0].glob("files/media/images/analysis/*.png"))
+        assert [m.rsplit("_", 2)[0] for m in media] == ["attention_0", "attention_distance", "erf", "gradcam"], media
+        assert b"analysis/erf50_s4" in record
         ids.add(run["id"])
     assert len(ids) == 4
     rows = summary_rows(sweep)
     assert len(rows) == 4 and all(r["seeds"] == "1" and not r["failed"] for r in rows)
     assert (sweep / "summary.md").read_text().count("| attention=") == 4 and "logger=csv_wandb" not in rows[0]["cell"]
-    for png in ("top1_vs_gmacs.png", "top1_vs_throughput.png", "val_curves.png"):
+    assert rows[0]["analysis:erf50_s1_mean"] and "`analysis:mad_px_s1`" in (sweep / "summary.md").read_text()
+    for png in ("top1_vs_gmacs.png", "top1_vs_throughput.png", "val_curves.png", "erf_by_cell.png"):
         assert (sweep / png).stat().st_size > 1000
 
 
