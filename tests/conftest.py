@@ -7,3 +7,15 @@ import shunted_lab  # noqa: F401  (registers the models with timm)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny shunted run directory (best checkpoint, metrics.json), analyzed after training (8 images)."""
+    from helpers import compose_cfg
+
+    from shunted_lab.train import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    train(compose_cfg(tmp, "analysis.enabled=true", "analysis.num_images=8", "analysis.show=2"))
+    return tmp / "out"

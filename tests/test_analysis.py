@@ -15,7 +15,6 @@ from shunted_lab.analysis.erf import area_ratio, effective_receptive_fields, inp
 from shunted_lab.analysis.inputs import from_folder, from_split
 from shunted_lab.checkpoint_tasks import analyze
 from shunted_lab.data import ShapesData
-from shunted_lab.train import train
 from shunted_lab.trained import architecture, find_sources, load_model
 
 
@@ -39,11 +38,9 @@ def test_input_centre_of_a_strided_output():
     assert input_centre((15, 15), (15, 15)) == (7, 7)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("shunted")
-    train(compose_cfg(tmp, "analysis.enabled=true", "analysis.num_images=8", "analysis.show=2"))
-    return tmp / "out"
+@pytest.fixture
+def run_dir(trained_run) -> Path:
+    return trained_run
 
 
 def test_analysis_after_training_writes_its_files_and_numbers(run_dir):

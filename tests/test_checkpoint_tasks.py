@@ -11,14 +11,11 @@ from helpers import ROOT, compose_cfg, write_image_folder
 
 from shunted_lab.checkpoint_tasks import evaluate
 from shunted_lab.config import ConfigError
-from shunted_lab.train import train
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("trained")
-    train(compose_cfg(tmp, "attention=pvt", "mlp=plain"))
-    return tmp / "out"
+@pytest.fixture
+def run_dir(trained_run) -> Path:
+    return trained_run
 
 
 def eval_cfg(tmp_path: Path, ckpt_path, *overrides: str):
@@ -27,10 +24,10 @@ def eval_cfg(tmp_path: Path, ckpt_path, *overrides: str):
 
 def test_eval_of_a_run_reproduces_its_scores(run_dir, tmp_path):
     trained = json.loads((run_dir / "metrics.json").read_text())
-    [scored] = evaluate(eval_cfg(tmp_path, run_dir), []).values()
+    [scored] = evaluate(eval_cfg(tmp_path, run_dir, "attention=pvt"), []).values()
     for key in ("val/top1", "test/top1", "val/loss"):
         assert abs(scored[key] - trained[key]) <= 1e-6, key
-    assert (scored["attention"], scored["mlp"]) == ("pvt", "plain")  # the run's, not the eval command's shunted
+    assert scored["attention"] == "shunted"  # the run's, not the eval command's pvt
     assert scored["checkpoint"] == trained["best_checkpoint"]
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert written["done"]["out"]["val/top1"] == scored["val/top1"]
@@ -47,12 +44,12 @@ def test_eval_on_other_data_keys_keeps_the_runs_data_otherwise(run_dir, tmp_path
 def test_eval_of_a_sweep_scores_every_job_and_extends_the_report(run_dir, tmp_path):
     sweep = tmp_path / "sweep"
     for num, seed in enumerate((0, 1)):
-        job = sweep / f"{num}_pvt-plain-seed{seed}"
+        job = sweep / f"{num}_shunted-seed{seed}"
         shutil.copytree(run_dir, job)
         (job / ".hydra").mkdir()
-        (job / ".hydra" / "overrides.yaml").write_text(f"- attention=pvt\n- seed={seed}\n")
+        (job / ".hydra" / "overrides.yaml").write_text(f"- attention=shunted\n- seed={seed}\n")
     scored = evaluate(eval_cfg(tmp_path, sweep), [])
-    assert sorted(scored) == ["0_pvt-plain-seed0", "1_pvt-plain-seed1"]
+    assert sorted(scored) == ["0_shunted-seed0", "1_shunted-seed1"]
     for name in scored:
         assert json.loads((sweep / name / "eval.json").read_text())["val/top1"] == scored[name]["val/top1"]
     summary = (sweep / "summary.md").read_text()
@@ -63,9 +60,11 @@ def test_eval_of_a_sweep_scores_every_job_and_extends_the_report(run_dir, tmp_pa
 def test_eval_refuses_a_checkpoint_of_another_variant(run_dir, tmp_path):
     loose = tmp_path / "loose.ckpt"  # no run directory around it: the command's architecture is used
     shutil.copy(next((run_dir / "checkpoints").glob("epoch*.ckpt")), loose)
-    with pytest.raises(ConfigError, match=r"does not fit model=shunted_nano attention=shunted mlp=plain: .* missing"):
-        evaluate(eval_cfg(tmp_path, loose, "mlp=plain"), [])
-    [scored] = evaluate(eval_cfg(tmp_path, loose, "attention=pvt", "mlp=plain"), []).values()
+    with pytest.raises(
+        ConfigError, match=r"does not fit model=shunted_nano attention=pvt mlp=detail_specific: .* missing"
+    ):
+        evaluate(eval_cfg(tmp_path, loose, "attention=pvt"), [])
+    [scored] = evaluate(eval_cfg(tmp_path, loose), []).values()
     assert scored["run_dir"] is None
 
 

@@ -16,7 +16,9 @@ from shunted_lab.report import main as report_main
 from shunted_lab.train import train
 
 
-def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def multirun(tmp_path: Path, *overrides: str, sweep_dir: bool = True) -> subprocess.CompletedProcess:
+    """run.py -m in tmp_path (the default paths.root_dir: the launch directory), into tmp_path/sweep,
+    or with sweep_dir=False into the default logs/multirun/<time>."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env["NETRC"] = str(tmp_path / "no-netrc")  # no credentials: W&B must go offline by itself
     return subprocess.run(
@@ -24,8 +26,7 @@ def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
             sys.executable,
             str(ROOT / "run.py"),
             "-m",
-            f"paths.root_dir={tmp_path}",
-            f"hydra.sweep.dir={tmp_path}/sweep",
+            *([f"hydra.sweep.dir={tmp_path}/sweep"] if sweep_dir else []),
             *TINY,
             *(SHAPES_TINY if not any(o.startswith("data=") for o in overrides) else []),
             "logger=csv_wandb",
@@ -48,9 +49,9 @@ def summary_rows(sweep: Path) -> list[dict]:
 @pytest.mark.slow
 def test_two_by_two_multirun_with_wandb_groups_and_report(tmp_path):
     analysis = ["analysis.enabled=true", "analysis.num_images=4", "analysis.show=1"]
-    proc = multirun(tmp_path, "attention=vit,shunted", "mlp=plain,detail_specific", *analysis)
+    proc = multirun(tmp_path, "attention=vit,shunted", "mlp=plain,detail_specific", *analysis, sweep_dir=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sweep = tmp_path / "sweep"
+    [sweep] = (tmp_path / "logs" / "multirun").iterdir()  # the default sweep directory, named by time
     jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
     assert len(jobs) == 4
     ids = set()

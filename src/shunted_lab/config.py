@@ -3,11 +3,15 @@
 Each failure is one ConfigError line naming the key, the value and what is allowed.
 """
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpointing import resolve_resume_path, unsafe_globals
+
+# conf/paths: the launch directory, resolvable before Hydra's runtime config exists (in the sweeper).
+OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
