@@ -207,29 +207,32 @@ def write_plots(rows: list[dict], jobs: list[Job], out: Path) -> None:
 
 
 def write_erf_plot(rows: list[dict], jobs: list[Job], out: Path) -> None:
-    """The cells' last-stage ERFs side by side (mean over seeds), where their jobs were analyzed."""
+    """The cells' ERFs side by side, a row per cell and a column per stage (mean over seeds),
+    where their jobs were analyzed."""
     import matplotlib.pyplot as plt  # write_plots chose the backend
     import numpy as np
 
     cells = []
     for r in rows:
         found = [j.dir / "analysis" / "erf.npz" for j in jobs if j.cell == r["cell"] and j.status == "completed"]
-        maps = []
+        seeds = []
         for path in (p for p in found if p.is_file()):
             with np.load(path) as erf:
-                maps.append(erf[sorted(erf.files)[-1]])
-        if maps:
-            cells.append((r["cell"], np.mean(maps, axis=0)))
+                seeds.append([erf[stage] for stage in sorted(erf.files)])
+        if seeds:
+            cells.append((r["cell"], np.mean(seeds, axis=0)))
     if not cells:
         return
-    fig, axes = plt.subplots(1, len(cells), figsize=(2.6 * len(cells), 3), squeeze=False)
-    for ax, (cell, erf) in zip(axes[0], cells, strict=True):
-        ax.imshow(np.log10(1 + erf / max(erf.max(), 1e-30) * 1e3), cmap="viridis")
-        ax.set_title(cell, fontsize=7)
-        ax.axis("off")
-    fig.suptitle("effective receptive field of the last stage (log scale, mean over seeds)", fontsize=9)
+    stages = len(cells[0][1])
+    fig, axes = plt.subplots(len(cells), stages, figsize=(2.2 * stages, 2.3 * len(cells)), squeeze=False)
+    for row, (cell, maps) in zip(axes, cells, strict=True):
+        for i, (ax, erf) in enumerate(zip(row, maps, strict=True)):
+            ax.imshow(np.log10(1 + erf / max(erf.max(), 1e-30) * 1e3), cmap="viridis")
+            ax.set_title(f"{cell}, stage {i + 1}", fontsize=7)
+            ax.axis("off")
+    fig.suptitle("effective receptive field of each stage's central location (log scale, mean over seeds)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "erf_by_cell.png", dpi=120)
+    fig.savefig(out / "erf_by_cell.png", dpi=100)
     plt.close(fig)
 
 
