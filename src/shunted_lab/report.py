@@ -141,7 +141,7 @@ def write_markdown(rows: list[dict], path: Path, title: str, common: list[str]) 
             "",
             "## Evaluation and analysis",
             "",
-            "eval: `task=eval` scores; analysis: ERF area ratios and mean attention distance in px (src/shunted_lab/analysis).",
+            "eval: `task=eval` scores; analysis: ERF area ratios, mean attention distance, px (shunted_lab.analysis).",
             "",
             "| cell | " + " | ".join(f"`{k}`" for k in extras) + " |",
             "|---|" + "---|" * len(extras),
