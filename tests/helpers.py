@@ -112,3 +112,16 @@ def official_key_listing(name: str) -> dict[str, tuple[int, ...]]:
         key, shape = row.split("\t")
         shapes[key] = () if shape == "scalar" else tuple(int(s) for s in shape.split("x"))
     return shapes
+
+
+def official_state_dict(name):
+    """Random tensors with the released keys and shapes (BatchNorm buffers included)."""
+    state = {}
+    for key, shape in official_key_listing(name).items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(100)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape) + 0.5
+        else:
+            state[key] = torch.randn(shape) * 0.05
+    return state

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, compose_cfg, write_image_folder
+import torch
+from helpers import ROOT, compose_cfg, official_state_dict, write_image_folder
 
 from shunted_lab.checkpoint_tasks import evaluate
 from shunted_lab.config import ConfigError
@@ -73,6 +74,12 @@ def test_eval_refuses_a_class_count_mismatch(run_dir, tmp_path):
     overrides = ["data=imagefolder", f"data.root={tmp_path}/images", "data.image_size=32"]
     with pytest.raises(ConfigError, match="has a 10-class head but the data has 3 classes"):
         evaluate(eval_cfg(tmp_path, run_dir, *overrides), overrides)
+
+
+def test_eval_refuses_an_official_release_file_for_other_classes(tmp_path):
+    torch.save({"model": official_state_dict("shunted_t")}, tmp_path / "ckpt_T.pth")  # a training checkpoint
+    with pytest.raises(ConfigError, match="has a 1000-class head but the data has 10 classes"):
+        evaluate(eval_cfg(tmp_path, tmp_path / "ckpt_T.pth", "model=shunted_t"), [])
 
 
 def test_eval_of_a_missing_path_exits_with_one_line(tmp_path):

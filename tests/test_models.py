@@ -6,7 +6,7 @@ import itertools
 import pytest
 import timm
 import torch
-from helpers import official_key_listing
+from helpers import official_key_listing, official_state_dict
 
 from shunted_lab.models import FFNS, MIXERS, PyramidTransformer
 from shunted_lab.models.ffn import PlainMlp
@@ -157,19 +157,6 @@ def test_ffn_recompute_under_autocast_with_batch_chunks():
         grads.append([p.grad for p in model.parameters()])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-4)  # bf16 rounding
-
-
-def official_state_dict(name):
-    """Random tensors with the released keys and shapes (BatchNorm buffers included)."""
-    state = {}
-    for key, shape in official_key_listing(name).items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(100)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape) + 0.5
-        else:
-            state[key] = torch.randn(shape) * 0.05
-    return state
 
 
 @pytest.mark.parametrize("name", ["shunted_t", "shunted_s", "shunted_b"])
