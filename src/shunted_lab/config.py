@@ -74,12 +74,17 @@ def check_config(cfg: DictConfig) -> None:
             continue
         if not Path(path).is_file():
             raise ConfigError(f"{key}={path!r} does not exist; expected a checkpoint file")
-        try:
-            refused = unsafe_globals(path)
-        except ValueError as e:
-            raise ConfigError(f"{key}: {e}") from e
-        if refused:
-            raise ConfigError(
-                f"{key}={path!r} would import {refused} when loaded; refusing it (only plain tensors and "
-                "containers load, weights_only)"
-            )
+        check_checkpoint_file(key, path)
+
+
+def check_checkpoint_file(key: str, path) -> None:
+    """ConfigError unless `path` is a readable checkpoint that loads with weights_only."""
+    try:
+        refused = unsafe_globals(path)
+    except ValueError as e:
+        raise ConfigError(f"{key}: {e}") from e
+    if refused:
+        raise ConfigError(
+            f"{key}={str(path)!r} would import {refused} when loaded; refusing it (only plain tensors and "
+            "containers load, weights_only)"
+        )

@@ -14,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .build import build_model
-from .checkpointing import unsafe_globals
-from .config import ConfigError
+from .config import ConfigError, check_checkpoint_file
+from .models.pyramid import checkpoint_filter_fn
+from .train import user_step
 
 ARCHITECTURE = ("model", "attention", "mlp")
 
@@ -81,36 +82,31 @@ def _describe(arch: DictConfig) -> str:
 def load_model(source: Source, arch: DictConfig, num_classes: int) -> nn.Module:
     """The checkpoint's network, built as `arch` says; ConfigError when they do not fit together."""
     key = f"ckpt_path={str(source.checkpoint)!r}"
-    try:
-        refused = unsafe_globals(source.checkpoint)
-    except ValueError as e:
-        raise ConfigError(f"ckpt_path: {e}") from e
-    if refused:
-        raise ConfigError(f"{key} would import {refused} when loaded; refusing it (weights_only)")
+    check_checkpoint_file("ckpt_path", source.checkpoint)
     ckpt = torch.load(source.checkpoint, map_location="cpu", weights_only=True)
     lightning = isinstance(ckpt, dict) and "pytorch-lightning_version" in ckpt
     if lightning:
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    else:  # an official release file, loaded (and its keys mapped) by the timm entry point
+    else:  # an official release file: bare, or a training checkpoint that holds it under "model"
         state = ckpt.get("model", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else {}
-    # A run that started from a release file does not load it again: its checkpoint holds the weights.
-    arch.model.checkpoint = None if lightning else str(source.checkpoint)
     head = state.get("head.weight")
     if head is not None and head.shape[0] != num_classes:
         raise ConfigError(
             f"{key} has a {head.shape[0]}-class head but the data has {num_classes} classes; "
             "evaluate it on the data it was trained for (data=...)"
         )
-    try:
-        model = build_model(arch, num_classes)
-    except (RuntimeError, KeyError, ValueError) as e:  # an official file whose keys do not map
-        first = str(e).strip().splitlines()[0]
-        raise ConfigError(f"{key} does not fit {_describe(arch)} ({first[:300]})") from e
-    if lightning:
-        mismatch = state_mismatch(model.state_dict(), state)
-        if mismatch:
-            raise ConfigError(f"{key} does not fit {_describe(arch)}: {mismatch}; name the variant it was trained as")
-        model.load_state_dict(state)
+    # The weights come from this file only (a run that started from a release file does not reload it).
+    arch.model.checkpoint = None
+    model = user_step("model", lambda: build_model(arch, num_classes))
+    if not lightning:
+        try:  # release keys -> this model's, as the timm entry point maps them
+            state = checkpoint_filter_fn(state, model)
+        except KeyError as e:
+            raise ConfigError(f"{key} does not fit {_describe(arch)} ({e.args[0][:300]})") from e
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ConfigError(f"{key} does not fit {_describe(arch)}: {mismatch}; name the variant it was trained as")
+    model.load_state_dict(state)
     return model.eval()
 
 

@@ -26,7 +26,7 @@ from .inputs import AnalysisInputs, from_folder, from_split
 
 
 def attention_statistics(model: nn.Module, inputs: AnalysisInputs, show: int, batch_size: int) -> tuple[dict, dict]:
-    """({mixer: {group: per-head mean distance px}}, {mixer: [(image, group, kept)]} for the drawn images)."""
+    """({mixer: {group: per-head mean distance px}}, {mixer: [(image, one group's rows)]} for the drawn images)."""
     strides = [f["reduction"] for f in model.feature_info]
     reducer = AttentionReducer(strides, inputs.queries[:show])
     sums: dict[str, dict[str, list]] = {}
@@ -39,7 +39,10 @@ def attention_statistics(model: nn.Module, inputs: AnalysisInputs, show: int, ba
                     acc = sums.setdefault(name, {}).setdefault(kept["group"], [0.0, 0])
                     acc[0] = acc[0] + kept["distance_px"] * kept["images"]
                     acc[1] += kept["images"]
-                    drawn.setdefault(name, []).extend((image, kept) for image, _ in kept["rows"])
+                    drawn.setdefault(name, []).extend(
+                        (image, {"group": kept["group"], "rows": rows, "key_stride_px": kept["key_stride_px"]})
+                        for image, rows in kept["rows"]
+                    )
             maps.clear()  # each batch's reductions are summed: memory stays that of one batch
     distances = {name: {g: (s / n).tolist() for g, (s, n) in groups.items()} for name, groups in sums.items()}
     return distances, drawn
@@ -47,19 +50,12 @@ def attention_statistics(model: nn.Module, inputs: AnalysisInputs, show: int, ba
 
 def draw_attention(inputs: AnalysisInputs, drawn: dict, show: int, out: Path) -> list[Path]:
     """One figure per drawn image: each stage's last block, every head."""
-    last_block = {}
-    for name in drawn:
-        last_block[stage_of(name)] = name  # names come in model order
+    last_block = {stage_of(name): name for name in drawn}  # names come in model order: the last one stays
     paths = []
     for image in range(min(show, len(inputs.images))):
-        stages = []
-        for stage in sorted(last_block):
-            groups = []
-            for index, kept in drawn[last_block[stage]]:
-                if index == image:
-                    rows = dict(kept["rows"])[image]
-                    groups.append({"group": kept["group"], "rows": rows, "key_stride_px": kept["key_stride_px"]})
-            stages.append(groups)
+        stages = [
+            [group for index, group in drawn[last_block[stage]] if index == image] for stage in sorted(last_block)
+        ]
         path = out / f"attention_{image}.png"
         figures.attention_figure(inputs.images[image].cpu(), tuple(inputs.queries[image].tolist()), stages, path)
         paths.append(path)
