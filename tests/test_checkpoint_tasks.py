@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from helpers import ROOT, compose_cfg, official_state_dict, write_image_folder
 
 from shunted_lab.checkpoint_tasks import evaluate
 from shunted_lab.config import ConfigError
+from shunted_lab.trained import Source, architecture, load_model
 
 
 @pytest.fixture
@@ -80,6 +82,19 @@ def test_eval_refuses_an_official_release_file_for_other_classes(tmp_path):
     torch.save({"model": official_state_dict("shunted_t")}, tmp_path / "ckpt_T.pth")  # a training checkpoint
     with pytest.raises(ConfigError, match="has a 1000-class head but the data has 10 classes"):
         evaluate(eval_cfg(tmp_path, tmp_path / "ckpt_T.pth", "model=shunted_t"), [])
+
+
+def test_an_official_release_file_loads_as_timm_loads_it(tmp_path):
+    torch.save({"model": official_state_dict("shunted_t")}, tmp_path / "ckpt_T.pth")
+    source = Source("ckpt_T.pth", tmp_path / "ckpt_T.pth", None, None)
+    model = load_model(source, architecture(source, compose_cfg(tmp_path, "model=shunted_t")), 1000)
+    file = {"file": str(tmp_path / "ckpt_T.pth")}
+    reference = timm.create_model("shunted_t", pretrained=True, pretrained_cfg_overlay=file).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    with pytest.raises(ConfigError, match=r"does not fit model=shunted_t attention=pvt .*missing keys"):
+        load_model(source, architecture(source, compose_cfg(tmp_path, "model=shunted_t", "attention=pvt")), 1000)
 
 
 def test_eval_of_a_missing_path_exits_with_one_line(tmp_path):
