@@ -42,7 +42,9 @@ def data_config(cfg: DictConfig, source: Source, overrides: list[str]) -> DictCo
 
 def score(cfg: DictConfig, source: Source, model, datamodule, loggers: list, in_sweep: bool) -> dict:
     optim = (source.run_config or {}).get("optim") or OmegaConf.to_container(cfg.optim, resolve=True)
-    module = ImageClassifier(model, datamodule.num_classes, **optim, channels_last=cfg.channels_last)
+    module = ImageClassifier(
+        model, datamodule.num_classes, **optim, channels_last=cfg.channels_last, group_names=datamodule.group_names
+    )
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False
     )

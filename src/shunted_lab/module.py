@@ -18,6 +18,8 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from .metrics import GroupAccuracy
+
 
 class ImageClassifier(L.LightningModule):
     def __init__(
@@ -43,6 +45,7 @@ class ImageClassifier(L.LightningModule):
         fused: bool,
         channels_last: bool = False,
         compile: bool | str = False,
+        group_names: list[str] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
@@ -79,6 +82,10 @@ class ImageClassifier(L.LightningModule):
                 for name, k in (("top1", 1), ("top5", top_k))
             }
         )
+        # val/top1_<group>, test/top1_<group> where the evaluation batches carry a group per image.
+        self.group_metrics = nn.ModuleDict(
+            {split: GroupAccuracy(group_names) for split in ("val", "test")} if group_names else {}
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -102,8 +109,10 @@ class ImageClassifier(L.LightningModule):
             self.ema.update(self.model, step=self.global_step)
 
     def _evaluate(self, batch, split: str, model: nn.Module) -> None:
-        x, y = batch
+        x, y, *groups = batch
         logits = model(x)
+        if groups and split in self.group_metrics:
+            self.group_metrics[split].update(logits, y, groups[0])
         loss = F.cross_entropy(logits, y)
         self.log(f"{split}/loss", loss, batch_size=len(x), on_epoch=True, sync_dist=True)
         for k in ("top1", "top5"):
@@ -118,6 +127,19 @@ class ImageClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test", self)
+
+    def _log_groups(self, split: str) -> None:
+        if split in self.group_metrics:
+            metric = self.group_metrics[split]
+            for name, value in metric.compute().items():  # already summed over processes
+                self.log(f"{split}/{name}", value)
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_groups("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_groups("test")
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -91,6 +91,7 @@ def train(cfg: DictConfig) -> float:
         **OmegaConf.to_container(cfg.optim, resolve=True),
         channels_last=cfg.channels_last,
         compile=cfg.compile,
+        group_names=datamodule.group_names,
     )
 
     # Nothing above writes a file: a config mistake leaves no half-made run behind.

@@ -27,8 +27,8 @@ def from_split(datamodule, split: str, num_images: int) -> AnalysisInputs:
     datamodule.setup("validate" if split == "val" else "test")
     dataset = getattr(datamodule, f"{split}_set")
     n = min(num_images, len(dataset))
-    images, labels = zip(*(dataset[i] for i in range(n)), strict=True)
-    images = torch.stack(images)
+    items = [dataset[i] for i in range(n)]  # (image, label) or (image, label, group)
+    images, labels = torch.stack([item[0] for item in items]), [item[1] for item in items]
     objects = getattr(dataset, "objects", None)
     names = getattr(datamodule, "class_names", None) or getattr(dataset, "classes", None)
     if objects is not None:

@@ -28,9 +28,15 @@ class DataError(ValueError):
 
 
 class ImageClassificationData(L.LightningDataModule):
-    """Shared loaders; subclasses build `train_set`, `val_set`, `test_set` in `setup`."""
+    """Shared loaders; subclasses build `train_set`, `val_set`, `test_set` in `setup`.
+
+    Where the data knows a group for each evaluation image (SHAPES' object-size bins, an image folder's
+    groups file), `group_names` lists the groups and the val/test items are (image, label, group): the
+    module then also reports top-1 per group.
+    """
 
     num_classes: int
+    group_names: list[str] | None = None
 
     def __init__(self, name: str, batch_size: int = 128, num_workers: int = 0, image_size: int = 224):
         super().__init__()
@@ -75,19 +81,47 @@ class ImageClassificationData(L.LightningDataModule):
 
 class TensorImages(Dataset):
     """uint8 (N, 3, H, W) images in memory, a transform applied per item; `objects` (N, 3): each
-    image's object centre row, column and half size in pixels, where the data knows them."""
+    image's object centre row, column and half size in pixels, where the data knows them; `groups`
+    (N,): each image's group index, which then ends every item."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform, objects: torch.Tensor | None = None):
-        self.images, self.labels, self.transform, self.objects = images, labels, transform, objects
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform,
+        objects: torch.Tensor | None = None,
+        groups: torch.Tensor | None = None,
+    ):
+        self.images, self.labels, self.transform, self.objects, self.groups = images, labels, transform, objects, groups
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        return self.transform(self.images[i]), int(self.labels[i])
+        item = self.transform(self.images[i]), int(self.labels[i])
+        return item if self.groups is None else (*item, int(self.groups[i]))
+
+
+def check_range(key: str, value) -> tuple[float, float]:
+    if not (len(value) == 2 and all(isinstance(v, int | float) for v in value) and 0 < value[0] <= value[1] <= 1):
+        raise ValueError(f"{key}={list(value)} is not allowed; expected [lo, hi] with 0 < lo <= hi <= 1")
+    return float(value[0]), float(value[1])
+
+
+def check_bins(key: str, bins: dict) -> dict[str, float]:
+    bounds = list(bins.values())
+    if not bounds or any(not isinstance(b, int | float) for b in bounds) or bounds != sorted(set(bounds)):
+        raise ValueError(f"{key}={dict(bins)} is not allowed; expected {{name: upper bound}} with rising bounds")
+    if bounds[-1] < 1:
+        raise ValueError(f"{key}: the last bound is {bounds[-1]}; it must be 1.0, so that every object falls in a bin")
+    return {str(name): float(bound) for name, bound in bins.items()}
 
 
 class ShapesData(ImageClassificationData):
+    """SHAPES (data/shapes.py), with object sizes that train and test draw from set apart for
+    scale-shift studies: val draws from `train_scales` (model selection never sees the test sizes),
+    test from `test_scales`. Evaluation images are grouped by object size into `scale_bins`."""
+
     num_classes = len(shapes.CLASSES)
     class_names = list(shapes.CLASSES)
 
@@ -100,19 +134,30 @@ class ShapesData(ImageClassificationData):
         seed: int = 0,
         root: str | None = None,
         image_size: int = 64,
+        train_scales: tuple[float, float] = shapes.SCALES,
+        test_scales: tuple[float, float] | None = None,
+        scale_bins: dict[str, float] | None = None,
         **kwargs,
     ):
         super().__init__(image_size=image_size, **kwargs)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.clutter, self.seed = clutter, seed
         self.cache_dir = Path(root) if root else None
+        train_scales = check_range("data.train_scales", train_scales)
+        test_scales = check_range("data.test_scales", test_scales) if test_scales is not None else train_scales
+        self.scales = {"train": train_scales, "val": train_scales, "test": test_scales}
+        self.scale_bins = scale_bins and check_bins("data.scale_bins", scale_bins)
+        self.group_names = list(self.scale_bins) if self.scale_bins else None
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        args = (self.sizes[name], self.seed, name, self.image_size, self.clutter)
+        (lo, hi), n = self.scales[name], self.sizes[name]
+        args = (n, self.seed, name, self.image_size, self.clutter, (lo, hi))
         if self.cache_dir is None:
             return shapes.generate(*args)
         # "-objects": caches before the object records held (images, labels) only.
-        path = self.cache_dir / f"shapes-{name}-n{args[0]}-seed{args[1]}-{args[3]}px-clutter{args[4]}-objects.pt"
+        path = self.cache_dir / (
+            f"shapes-{name}-n{n}-seed{self.seed}-{self.image_size}px-clutter{self.clutter}-scales{lo:g}-{hi:g}-objects.pt"
+        )
         if path.is_file():
             return torch.load(path, weights_only=True)
         data = shapes.generate(*args)
@@ -122,17 +167,23 @@ class ShapesData(ImageClassificationData):
         os.replace(tmp, path)  # atomic: concurrent sweep jobs never read a half-written cache
         return data
 
+    def scale_groups(self, objects: torch.Tensor) -> torch.Tensor | None:
+        """Each object's bin: the first whose bound is above its side / image side (the last bin holds 1.0)."""
+        if not self.scale_bins:
+            return None
+        side = 2 * objects[:, 2] / self.image_size
+        bounds = torch.tensor(list(self.scale_bins.values())[:-1], dtype=side.dtype)
+        return torch.bucketize(side, bounds, right=True)
+
     def setup(self, stage: str | None = None) -> None:
         normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.25] * 3)]
         train_tf = v2.Compose([v2.RandomHorizontalFlip(), *normalize])
         eval_tf = v2.Compose(normalize)
-        self.train_set, self.val_set, self.test_set = (
-            TensorImages(images, labels, transform, objects)
-            for (images, labels, objects), transform in (
-                (self.split("train"), train_tf),
-                (self.split("val"), eval_tf),
-                (self.split("test"), eval_tf),
-            )
+        images, labels, objects = self.split("train")
+        self.train_set = TensorImages(images, labels, train_tf, objects)
+        self.val_set, self.test_set = (
+            TensorImages(images, labels, eval_tf, objects, self.scale_groups(objects))
+            for images, labels, objects in (self.split("val"), self.split("test"))
         )
 
 

@@ -1,8 +1,8 @@
 """SHAPES: a procedurally generated, multi-scale image-classification task that needs no download.
 
 Ten shape classes (filled and outlined discs, squares, diamonds, triangles, crosses) are drawn
-at sizes spanning 4x (8 to 32 pixels across on a 64x64 canvas), anywhere on a noisy colour
-gradient, among line segments and blobs of clutter. Telling an 8-pixel ring from an 8-pixel disc
+at sizes spanning 4x (by default 1/8 to 1/2 of the image side: 8 to 32 pixels across on a 64x64
+canvas), anywhere on a noisy colour gradient, among line segments and blobs of clutter. Telling an 8-pixel ring from an 8-pixel disc
 needs fine detail, a 28-pixel one needs context: several scales matter in one image.
 Every image is a pure function of (seed, split, index), so any run can regenerate the data.
 """
@@ -23,6 +23,7 @@ CLASSES = (
     "triangle_down",
 )
 SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
+SCALES = (1 / 8, 1 / 2)  # object side / image side, drawn uniformly in this range
 
 
 def shape_mask(label: int, dx: np.ndarray, dy: np.ndarray, s: float) -> np.ndarray:
@@ -43,8 +44,11 @@ def shape_mask(label: int, dx: np.ndarray, dy: np.ndarray, s: float) -> np.ndarr
     ][label]
 
 
-def render(rng: np.random.Generator, label: int, size: int, clutter: int) -> tuple[np.ndarray, tuple]:
-    """One (size, size, 3) uint8 image of class `label`, and its object's (centre row, centre column, half size)."""
+def render(
+    rng: np.random.Generator, label: int, size: int, clutter: int, scales: tuple[float, float] = SCALES
+) -> tuple[np.ndarray, tuple]:
+    """One (size, size, 3) uint8 image of class `label` whose object's side is a fraction in `scales`
+    of the image's, and its object's (centre row, centre column, half size) in pixels."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     c0, c1 = rng.uniform(0, 130, (2, 3)).astype(np.float32)  # dark background, bright objects
     angle = rng.uniform(0, 2 * np.pi)
@@ -61,20 +65,20 @@ def render(rng: np.random.Generator, label: int, size: int, clutter: int) -> tup
         else:
             cx, cy = rng.uniform(0, size, 2)
             img[np.hypot(xx - cx, yy - cy) <= rng.uniform(0.8, 1.5)] = colour
-    half = rng.uniform(1 / 16, 1 / 4) * size  # 8 to 32 px across at 64 px
+    half = rng.uniform(scales[0] / 2, scales[1] / 2) * size
     cx, cy = rng.uniform(half, size - half, 2)
     img[shape_mask(label, xx - cx, yy - cy, half)] = rng.uniform(170, 255, 3)
     return np.clip(img, 0, 255).astype(np.uint8), (cy, cx, half)
 
 
 def generate(
-    num_images: int, seed: int, split: str, size: int = 64, clutter: int = 4
+    num_images: int, seed: int, split: str, size: int = 64, clutter: int = 4, scales: tuple[float, float] = SCALES
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N, 3, size, size) uint8 images, (N,) labels balanced over the classes, and (N, 3) objects:
     each object's centre row, centre column and half size, in pixels."""
     rng = np.random.default_rng([seed, SPLIT_OFFSETS[split]])
     labels = np.arange(num_images) % len(CLASSES)
     rng.shuffle(labels)
-    images, objects = zip(*(render(rng, int(label), size, clutter) for label in labels), strict=True)
+    images, objects = zip(*(render(rng, int(label), size, clutter, scales) for label in labels), strict=True)
     images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     return images, torch.from_numpy(labels), torch.tensor(objects, dtype=torch.float32).view(-1, 3)
