@@ -2,7 +2,8 @@
 
 eval scores the checkpoints with the training metrics; analyze looks inside them (shunted_lab/analysis).
 The data is the run's own unless the command line names it (`data=cifar10`, or single keys such as
-`data.image_size=96` on top of the run's). Each task writes metrics.json into its own directory;
+`data.image_size=96` on top of the run's: evaluation at another resolution, where swin keeps its
+windows unless `model.window_sizes=...` names new ones, and resizes its bias tables for them). Each task writes metrics.json into its own directory;
 for a sweep, every job directory also gets eval.json or analysis/, and the sweep report gains
 their columns.
 """
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .analysis import analyze_configured
 from .config import ConfigError, check_config
+from .models.stats import count_gmacs
 from .module import ImageClassifier
 from .report import EVAL_FILE, write_report
 from .train import build_loggers, close_loggers, log_analysis, user_step, write_json
@@ -90,14 +92,17 @@ def for_each_checkpoint(cfg: DictConfig, overrides: list[str], work: Callable) -
         for source in sources:
             data_cfg = data_config(cfg, source, overrides)
             datamodule = user_step("data", lambda: instantiate(data_cfg))  # noqa: B023 (called at once)
-            arch = architecture(source, cfg)
+            arch = architecture(source, cfg, overrides)
             model = load_model(source, arch, datamodule.num_classes)
+            size = datamodule.image_size  # another resolution than the run's must fit every stage's map
+            gmacs = user_step(f"data.image_size={size}", lambda: count_gmacs(model, size))  # noqa: B023
             done[source.name] = {
                 **work(cfg, source, model, datamodule, loggers, sweep_dir is not None),
                 "checkpoint": str(source.checkpoint),
                 "run_dir": str(source.run_dir) if source.run_dir else None,
                 **{k: arch[k].name for k in ("model", "attention", "mlp")},
                 "data": OmegaConf.to_container(data_cfg, resolve=True),
+                "gmacs": gmacs,
             }
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

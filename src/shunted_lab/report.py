@@ -9,6 +9,7 @@ The same report is written by the `SweepReport` Hydra callback after every job o
 import csv
 import json
 import logging
+import re
 import statistics
 import sys
 from dataclasses import dataclass
@@ -87,16 +88,31 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 COLUMNS = ("val/top1", "test/top1", "train/images_per_sec", "peak_gpu_memory_mb", "wall_time_s")
+GROUP_METRIC = re.compile(r"^(val|test)/top1_(\w+)$")  # top-1 within a group of images (module.py)
+
+
+def group_names(jobs: list[Job]) -> list[str]:
+    """The groups the jobs report top-1 for, in their data config's order (SHAPES' scale_bins), else by name."""
+    done = [j.metrics for j in jobs if j.status == "completed"]
+    found = {m[2] for d in done for k in d if (m := GROUP_METRIC.match(k))}
+    order = [g for d in done for g in ((d.get("config") or {}).get("data") or {}).get("scale_bins") or {}]
+    return sorted(found, key=lambda g: (order.index(g) if g in order else len(order), g))
+
+
+def group_columns(jobs: list[Job]) -> list[str]:
+    """val/test top1_<group> and count_<group> (images in the group) for every group."""
+    return [f"{split}/{what}_{g}" for what in ("top1", "count") for split in ("val", "test") for g in group_names(jobs)]
 
 
 def summarize(jobs: list[Job]) -> list[dict]:
     rows = []
+    groups = group_columns(jobs)
     for cell in dict.fromkeys(j.cell for j in jobs):
         cell_jobs = [j for j in jobs if j.cell == cell]
         done = [j.metrics for j in cell_jobs if j.status == "completed"]
         row = {"cell": cell, "seeds": len(done)}
         extras = sorted({k for m in done for k in m if ":" in k and k.split(":", 1)[0] in EXTRA_FILES})
-        for key in (*COLUMNS, *extras):
+        for key in (*COLUMNS, *groups, *extras):
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([m[key] for m in done if m.get(key) is not None])
         row["params"] = done[0]["params"] if done else None
         row["gmacs"] = done[0]["gmacs"] if done else None
@@ -148,6 +164,23 @@ def write_markdown(rows: list[dict], path: Path, title: str, common: list[str]) 
         ]
         for r in rows:
             values = [_fmt(r.get(f"{k}_mean"), r.get(f"{k}_std"), digits=3) for k in extras]
+            lines.append(f"| {r['cell']} | " + " | ".join(values) + " |")
+    grouped = [k.removesuffix("_mean") for k in (rows[0] if rows else {}) if k.endswith("_mean")]
+    grouped = [k for k in grouped if GROUP_METRIC.match(k)]
+    if grouped:
+        counts = [f"{k} {rows[0].get(k.replace('/top1_', '/count_') + '_mean') or 0:.0f}" for k in grouped]
+        lines += [
+            "",
+            "## Top-1 per group",
+            "",
+            "Top-1 (%) within each group of evaluation images (SHAPES: object-size bins, `data.scale_bins`);",
+            f"mean +- std over seeds. Images per group: {', '.join(counts)}.",
+            "",
+            "| cell | " + " | ".join(f"`{k}`" for k in grouped) + " |",
+            "|---|" + "---|" * len(grouped),
+        ]
+        for r in rows:
+            values = [_fmt(r.get(f"{k}_mean"), r.get(f"{k}_std"), 100) for k in grouped]
             lines.append(f"| {r['cell']} | " + " | ".join(values) + " |")
     failed = [r for r in rows if r["failed"]]
     if failed:
@@ -206,6 +239,35 @@ def write_plots(rows: list[dict], jobs: list[Job], out: Path) -> None:
     plt.close(fig)
 
 
+def write_group_plot(rows: list[dict], out: Path) -> None:
+    """Top-1 per group (x: the groups in order, e.g. object size) for each cell, a panel per split."""
+    import matplotlib.pyplot as plt  # write_plots chose the backend
+
+    keys = [k.removesuffix("_mean") for k in (rows[0] if rows else {}) if k.endswith("_mean")]
+    panels = {}
+    for key in keys:
+        if (m := GROUP_METRIC.match(key)) and any(r[f"{key}_mean"] is not None for r in rows):
+            panels.setdefault(m[1], []).append(m[2])
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for ax, (split, groups) in zip(axes[0], panels.items(), strict=True):
+        for i, r in enumerate(r for r in rows if r["seeds"]):
+            x = [g + i * 0.04 for g in range(len(groups))]  # nudged apart so the error bars do not hide each other
+            mean = [r[f"{split}/top1_{g}_mean"] for g in groups]
+            std = [r[f"{split}/top1_{g}_std"] for g in groups]
+            points = [(a, m * 100, s * 100) for a, m, s in zip(x, mean, std, strict=True) if m is not None]
+            if points:
+                ax.errorbar(*zip(*points, strict=True), marker="o", markersize=4, capsize=3, label=r["cell"])
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set(xlabel="group", ylabel="top-1 (%)", title=f"{split}: top-1 per group (mean +- std over seeds)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "top1_by_group.png", dpi=120)
+    plt.close(fig)
+
+
 def write_erf_plot(rows: list[dict], jobs: list[Job], out: Path) -> None:
     """The cells' ERFs side by side, a row per cell and a column per stage (mean over seeds),
     where their jobs were analyzed."""
@@ -246,6 +308,7 @@ def write_report(sweep_dir: Path) -> list[dict]:
         writer.writerows(rows)
     write_markdown(rows, sweep_dir / "summary.md", f"Sweep {sweep_dir.name}", common)
     write_plots(rows, jobs, sweep_dir)
+    write_group_plot(rows, sweep_dir)
     write_erf_plot(rows, jobs, sweep_dir)
     return rows
 

@@ -9,16 +9,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .build import build_model
-from .config import ConfigError, check_checkpoint_file
-from .models.pyramid import checkpoint_filter_fn
+from .build import build_model, describe
 from .train import user_step
+from .weights import load_weights
 
 ARCHITECTURE = ("model", "attention", "mlp")
+RESOLUTION_KEY = "model.window_sizes"  # the one architecture key that may follow the evaluation's resolution
 
 
 @dataclass
@@ -69,55 +68,20 @@ def find_sources(path: str | Path) -> list[Source]:
     return sources
 
 
-def architecture(source: Source, cfg: DictConfig) -> DictConfig:
-    """model/attention/mlp of the run that wrote the checkpoint, else of `cfg`."""
+def architecture(source: Source, cfg: DictConfig, overrides: list[str] = ()) -> DictConfig:
+    """model/attention/mlp of the run that wrote the checkpoint, else of `cfg`; a `model.window_sizes`
+    the command line names goes on top (a new resolution's windows: weights.py resizes the tables)."""
     chosen = source.run_config or OmegaConf.to_container(cfg, resolve=True)
-    return OmegaConf.create({k: chosen[k] for k in ARCHITECTURE})
-
-
-def _describe(arch: DictConfig) -> str:
-    return f"model={arch.model.name} attention={arch.attention.name} mlp={arch.mlp.name}"
+    arch = OmegaConf.create({k: chosen[k] for k in ARCHITECTURE})
+    if RESOLUTION_KEY in (o.lstrip("+").split("=", 1)[0] for o in overrides):
+        OmegaConf.update(arch, RESOLUTION_KEY, OmegaConf.select(cfg, RESOLUTION_KEY), force_add=True)
+    return arch
 
 
 def load_model(source: Source, arch: DictConfig, num_classes: int) -> nn.Module:
     """The checkpoint's network, built as `arch` says; ConfigError when they do not fit together."""
-    key = f"ckpt_path={str(source.checkpoint)!r}"
-    check_checkpoint_file("ckpt_path", source.checkpoint)
-    ckpt = torch.load(source.checkpoint, map_location="cpu", weights_only=True)
-    lightning = isinstance(ckpt, dict) and "pytorch-lightning_version" in ckpt
-    if lightning:
-        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    else:  # an official release file: bare, or a training checkpoint that holds it under "model"
-        state = ckpt.get("model", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else {}
-    head = state.get("head.weight")
-    if head is not None and head.shape[0] != num_classes:
-        raise ConfigError(
-            f"{key} has a {head.shape[0]}-class head but the data has {num_classes} classes; "
-            "evaluate it on the data it was trained for (data=...)"
-        )
     # The weights come from this file only (a run that started from a release file does not reload it).
     arch.model.checkpoint = None
     model = user_step("model", lambda: build_model(arch, num_classes))
-    if not lightning:
-        try:  # release keys -> this model's, as the timm entry point maps them
-            state = checkpoint_filter_fn(state, model)
-        except KeyError as e:
-            raise ConfigError(f"{key} does not fit {_describe(arch)} ({e.args[0][:300]})") from e
-    mismatch = state_mismatch(model.state_dict(), state)
-    if mismatch:
-        raise ConfigError(f"{key} does not fit {_describe(arch)}: {mismatch}; name the variant it was trained as")
-    model.load_state_dict(state)
+    load_weights(model, source.checkpoint, "ckpt_path", describe(arch))
     return model.eval()
-
-
-def state_mismatch(expected: dict, found: dict) -> str:
-    """'' when the keys and shapes agree, else what differs, with examples."""
-    parts = []
-    for what, keys in (
-        ("missing", [k for k in expected if k not in found]),
-        ("unexpected", [k for k in found if k not in expected]),
-        ("of another shape", [k for k in expected if k in found and expected[k].shape != found[k].shape]),
-    ):
-        if keys:
-            parts.append(f"{len(keys)} keys {what} (e.g. {', '.join(keys[:2])})")
-    return "; ".join(parts)

@@ -1,5 +1,6 @@
 """LightningDataModules for image classification: SHAPES (embedded), CIFAR-10/100, image folders."""
 
+import csv
 import logging
 import os
 import pickle
@@ -284,13 +285,36 @@ def readable_image(path: str) -> bool:
         return False
 
 
+class GroupedImageFolder(datasets.ImageFolder):
+    """An ImageFolder whose items end with a group index once `groups` is set (per-group metrics)."""
+
+    groups: torch.Tensor | None = None
+
+    def __getitem__(self, i: int):
+        item = super().__getitem__(i)
+        return item if self.groups is None else (*item, int(self.groups[i]))
+
+
+def read_groups(path: Path) -> dict[str, str]:
+    """A groups file: CSV with a header `path,group`, one row per image, paths relative to data.root."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise FileNotFoundError(f"data.groups_file={str(path)!r} cannot be read: {e.strerror}") from e
+    if not rows or not {"path", "group"} <= set(rows[0]):
+        raise ValueError(f"data.groups_file={str(path)!r} needs a header `path,group` and a row per image")
+    return {Path(row["path"]).as_posix(): row["group"] for row in rows}
+
+
 class ImageFolderData(ImageClassificationData):
     """`root/train/<class>/*` and `root/val/<class>/*` (ImageNet layout); val doubles as the test split.
 
     Transforms come from timm's `create_transform`, so the official ImageNet recipe is a config:
     RandAugment, random erasing, bicubic resize, crop_pct for evaluation. An unreadable image stops
     the run naming the file; with `skip_bad_images` every file is verified first (slow on large
-    sets) and the bad ones are skipped and counted.
+    sets) and the bad ones are skipped and counted. With `groups_file` (read_groups) the evaluation
+    also reports top-1 per group; every val image needs a row.
     """
 
     def __init__(
@@ -305,11 +329,14 @@ class ImageFolderData(ImageClassificationData):
         scale: tuple[float, float] = (0.08, 1.0),
         hflip: float = 0.5,
         skip_bad_images: bool = False,
+        groups_file: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.root = Path(root)
         self.skip_bad_images = skip_bad_images
+        self.groups = read_groups(Path(groups_file)) if groups_file else None
+        self.group_names = sorted(set(self.groups.values())) if self.groups else None
         classes = {split: self._classes(split) for split in ("train", "val")}
         if classes["train"] != classes["val"]:
             raise ValueError(
@@ -344,8 +371,8 @@ class ImageFolderData(ImageClassificationData):
     def _split(self, split: str, transform) -> datasets.ImageFolder:
         folder = self.root / split
         if not self.skip_bad_images:
-            return datasets.ImageFolder(folder, transform=transform, loader=load_rgb)
-        dataset = datasets.ImageFolder(folder, transform=transform, loader=load_rgb, is_valid_file=readable_image)
+            return GroupedImageFolder(folder, transform=transform, loader=load_rgb)
+        dataset = GroupedImageFolder(folder, transform=transform, loader=load_rgb, is_valid_file=readable_image)
         candidates = sum(
             datasets.folder.has_file_allowed_extension(str(f), datasets.folder.IMG_EXTENSIONS)
             for f in folder.rglob("*")
@@ -357,9 +384,22 @@ class ImageFolderData(ImageClassificationData):
     def setup(self, stage: str | None = None) -> None:
         self.train_set = self._split("train", self.train_tf)
         self.val_set = self._split("val", self.eval_tf)
+        if self.groups:
+            self.val_set.groups = self._group_indices(self.val_set)
         self.test_set = self.val_set
         if stage in (None, "fit"):
             self._hint_image_size()
+
+    def _group_indices(self, dataset: datasets.ImageFolder) -> torch.Tensor:
+        paths = [Path(path).relative_to(self.root).as_posix() for path, _ in dataset.samples]
+        missing = [p for p in paths if p not in self.groups]
+        if missing:
+            raise DataError(
+                f"data.groups_file has no row for {len(missing)} of {len(paths)} val images (e.g. {missing[0]}); "
+                "give every image a group"
+            )
+        index = {name: i for i, name in enumerate(self.group_names)}
+        return torch.tensor([index[self.groups[p]] for p in paths])
 
     def _hint_image_size(self, samples: int = 32) -> None:
         """Warn when the images are 3x or more smaller than data.image_size: upsampling adds compute, not detail."""

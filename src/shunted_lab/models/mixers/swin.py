@@ -24,6 +24,20 @@ def relative_position_index(window: int) -> torch.Tensor:
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
+def resize_bias_table(table: torch.Tensor, window: int) -> torch.Tensor:
+    """A ((2w-1)^2, heads) relative-position bias table for another window: the (2w-1) x (2w-1) grid of
+    offsets per head, resampled bicubically to (2 * window - 1) per side, as timm resizes Swin's tables
+    for fine-tuning at another resolution. Integer source positions keep their values exactly, e.g. the
+    zero offset at the centre."""
+    side, heads = round(len(table) ** 0.5), table.shape[1]
+    if side * side != len(table):
+        raise ValueError(f"a relative position bias table of {len(table)} rows is not a square grid of offsets")
+    grid = table.T.reshape(1, heads, side, side)
+    new = 2 * window - 1
+    grid = F.interpolate(grid.float(), size=(new, new), mode="bicubic", align_corners=False).to(table.dtype)
+    return grid.reshape(heads, new * new).T.contiguous()
+
+
 def partition(x: torch.Tensor, window: int) -> torch.Tensor:
     """(B, Hp, Wp, C) -> (B, num_windows, window * window, C)."""
     B, H, W, C = x.shape

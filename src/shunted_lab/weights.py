@@ -1,0 +1,83 @@
+"""Weights from a file into a model built to take them: this project's Lightning checkpoints and the
+official release files, adapted to the model's resolution and class count where that is well defined.
+
+- Official keys (patch_embedN / blockN.i / normN) are mapped as the timm entry point maps them.
+- Swin's relative-position bias tables are resampled when the model's window differs from the
+  checkpoint's (mixers/swin.py: resize_bias_table). No other weight depends on the resolution: the
+  stems and the pvt/shunted aggregations are convolutions, and no mixer has an absolute position
+  embedding. Shunted's rates apply to any map with the official floor rounding (mixers/shunted.py).
+- The classifier is kept when the class counts agree. Otherwise evaluation refuses the file, and
+  fine-tuning (`new_head=True`) leaves the model's freshly initialised head in place.
+Anything else that differs (another mixer, FFN, depth, width) is refused with the keys that differ.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import ConfigError, check_checkpoint_file
+from .models.mixers.swin import resize_bias_table
+from .models.pyramid import checkpoint_filter_fn
+
+log = logging.getLogger(__name__)
+
+HEAD = ("head.weight", "head.bias")
+
+
+def read_state(path: str | Path, key: str) -> tuple[dict, bool]:
+    """The file's model weights and whether it is a Lightning checkpoint of this project (else an
+    official release file: bare, or a training checkpoint holding them under "model")."""
+    check_checkpoint_file(key, path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(ckpt, dict) and "pytorch-lightning_version" in ckpt:
+        return {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}, True
+    state = ckpt.get("model", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else {}
+    return state, False
+
+
+def state_mismatch(expected: dict, found: dict) -> str:
+    """'' when the keys and shapes agree, else what differs, with examples."""
+    parts = []
+    for what, keys in (
+        ("missing", [k for k in expected if k not in found]),
+        ("unexpected", [k for k in found if k not in expected]),
+        ("of another shape", [k for k in expected if k in found and expected[k].shape != found[k].shape]),
+    ):
+        if keys:
+            parts.append(f"{len(keys)} keys {what} (e.g. {', '.join(keys[:2])})")
+    return "; ".join(parts)
+
+
+def load_weights(model: nn.Module, path: str | Path, key: str, describe: str, new_head: bool = False) -> None:
+    """Load `path` into `model` (built as `describe` says), or ConfigError naming `key` and what differs."""
+    state, lightning = read_state(path, key)
+    where = f"{key}={str(path)!r}"
+    expected = model.state_dict()
+    head = state.get("head.weight")
+    new_classes = head is not None and head.shape[0] != expected["head.weight"].shape[0]
+    if new_classes and not new_head:
+        raise ConfigError(
+            f"{where} has a {head.shape[0]}-class head but the data has {expected['head.weight'].shape[0]} "
+            "classes; evaluate it on the data it was trained for (data=...)"
+        )
+    if not lightning:
+        try:  # release keys -> this model's, as the timm entry point maps them
+            state = checkpoint_filter_fn(state, model)
+        except KeyError as e:
+            raise ConfigError(f"{where} does not fit {describe} ({e.args[0][:300]})") from e
+    if new_classes:
+        log.info("%s: %d classes, the data %d: the head starts fresh", where, head.shape[0], len(expected["head.bias"]))
+        state = {k: v for k, v in state.items() if k not in HEAD} | {k: expected[k] for k in HEAD}
+    for name, table in state.items():
+        if name.endswith("relative_position_bias_table") and name in expected:
+            want = expected[name].shape
+            if table.shape != want and table.shape[1] == want[1]:
+                window = (round(want[0] ** 0.5) + 1) // 2
+                log.info("%s: %s resized to window %d", where, name, window)
+                state[name] = resize_bias_table(table, window)
+    mismatch = state_mismatch(expected, state)
+    if mismatch:
+        raise ConfigError(f"{where} does not fit {describe}: {mismatch}; name the variant it was trained as")
+    model.load_state_dict(state)
