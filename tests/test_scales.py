@@ -58,7 +58,9 @@ def test_scale_shift_splits_draw_sizes_from_their_ranges():
     data = ShapesData(name="shapes", num_train=200, num_val=100, num_test=200, train_scales=[0.25, 0.375],
                       test_scales=[0.125, 0.2], image_size=48)  # fmt: skip
     data.setup()
-    for dataset, (lo, hi) in ((data.train_set, (0.25, 0.375)), (data.val_set, (0.25, 0.375)), (data.test_set, (0.125, 0.2))):
+    expected = {"train": (0.25, 0.375), "val": (0.25, 0.375), "test": (0.125, 0.2)}
+    for split, (lo, hi) in expected.items():
+        dataset = getattr(data, f"{split}_set")
         side = sides(dataset, 48)
         assert lo <= side.min() and side.max() <= hi
         assert side.max() - side.min() > 0.6 * (hi - lo)  # the whole range is drawn from
@@ -84,7 +86,9 @@ def test_a_run_records_per_scale_metrics_and_the_report_shows_them(trained_run, 
     for split, n in (("val", 32), ("test", 32)):  # the tiny run's split sizes
         counts = [metrics[f"{split}/count_{g}"] for g in ("small", "medium", "large")]
         assert sum(counts) == n
-        hits = sum(metrics.get(f"{split}/top1_{g}", 0) * c for g, c in zip(("small", "medium", "large"), counts))
+        hits = sum(
+            metrics.get(f"{split}/top1_{g}", 0) * c for g, c in zip(("small", "medium", "large"), counts, strict=True)
+        )
         assert hits == pytest.approx(metrics[f"{split}/top1"] * n, abs=1e-4)  # the bins add up to the whole
     job = tmp_path / "sweep" / "0_job"  # a one-job sweep around the run, for the report
     (job / ".hydra").mkdir(parents=True)
@@ -99,13 +103,14 @@ def test_a_run_records_per_scale_metrics_and_the_report_shows_them(trained_run, 
 
 def test_an_image_folder_groups_file_gives_per_group_metrics(tmp_path):
     write_image_folder(tmp_path / "images")  # 3 classes x 4 images per split
-    rows = ["path,group"] + [f"val/{c}/{i}.png,{'day' if i < 3 else 'night'}" for c in ("cat", "dog", "fox") for i in range(4)]
+    rows = ["path,group"]
+    rows += [f"val/{c}/{i}.png,{'day' if i < 3 else 'night'}" for c in ("cat", "dog", "fox") for i in range(4)]
     (tmp_path / "groups.csv").write_text("\n".join(rows) + "\n")
-    cfg = image_folder_cfg(tmp_path, f"+data.groups_file={tmp_path}/groups.csv")
+    cfg = image_folder_cfg(tmp_path, f"data.groups_file={tmp_path}/groups.csv")
     train(cfg)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["val/count_day"] == 9 and metrics["val/count_night"] == 3
     (tmp_path / "groups.csv").write_text("\n".join(rows[:-1]) + "\n")  # one image without a row
-    data = instantiate(image_folder_cfg(tmp_path, f"+data.groups_file={tmp_path}/groups.csv").data)
+    data = instantiate(image_folder_cfg(tmp_path, f"data.groups_file={tmp_path}/groups.csv").data)
     with pytest.raises(ValueError, match=r"no row for 1 of 12 val images \(e.g. val/fox/3.png\)"):
         data.setup("validate")

@@ -3,9 +3,9 @@
 eval scores the checkpoints with the training metrics; analyze looks inside them (shunted_lab/analysis).
 The data is the run's own unless the command line names it (`data=cifar10`, or single keys such as
 `data.image_size=96` on top of the run's: evaluation at another resolution, where swin keeps its
-windows unless `model.window_sizes=...` names new ones, and resizes its bias tables for them). Each task writes metrics.json into its own directory;
-for a sweep, every job directory also gets eval.json or analysis/, and the sweep report gains
-their columns.
+windows unless `model.window_sizes=...` names new ones, and resizes its bias tables for them).
+Each task writes metrics.json into its own directory; for a sweep, every job directory also gets
+eval.json or analysis/, and the sweep report gains their columns.
 """
 
 import logging

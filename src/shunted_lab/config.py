@@ -13,6 +13,9 @@ from .checkpointing import resolve_resume_path, unsafe_globals
 # conf/paths: the launch directory, resolvable before Hydra's runtime config exists (in the sweeper).
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
+# A config file's way to demand a key from the command line where `???` cannot: an experiment's `???`
+# does not replace the value a group already gave (OmegaConf's merge keeps it).
+REQUIRED = "<required>"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
@@ -51,6 +54,7 @@ RULES = (
 
 def check_config(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
+    missing += [key for key in ("model.checkpoint",) if OmegaConf.select(cfg, key) == REQUIRED]
     if missing:
         raise ConfigError(f"{missing[0]} must be set (it has no default), e.g. {missing[0]}=...")
     for key, ok, allowed in RULES:

@@ -2,8 +2,9 @@
 
 Ten shape classes (filled and outlined discs, squares, diamonds, triangles, crosses) are drawn
 at sizes spanning 4x (by default 1/8 to 1/2 of the image side: 8 to 32 pixels across on a 64x64
-canvas), anywhere on a noisy colour gradient, among line segments and blobs of clutter. Telling an 8-pixel ring from an 8-pixel disc
-needs fine detail, a 28-pixel one needs context: several scales matter in one image.
+canvas), anywhere on a noisy colour gradient, among line segments and blobs of clutter. Telling
+an 8-pixel ring from an 8-pixel disc needs fine detail, a 28-pixel one needs context: several
+scales matter in one image.
 Every image is a pure function of (seed, split, index), so any run can regenerate the data.
 """
 

@@ -26,9 +26,9 @@ def relative_position_index(window: int) -> torch.Tensor:
 
 def resize_bias_table(table: torch.Tensor, window: int) -> torch.Tensor:
     """A ((2w-1)^2, heads) relative-position bias table for another window: the (2w-1) x (2w-1) grid of
-    offsets per head, resampled bicubically to (2 * window - 1) per side, as timm resizes Swin's tables
-    for fine-tuning at another resolution. Integer source positions keep their values exactly, e.g. the
-    zero offset at the centre."""
+    offsets per head, resampled bicubically to (2 * window - 1) per side, as timm's
+    resize_rel_pos_bias_table_simple does for fine-tuning at another resolution. Offsets that land
+    on a source offset keep its value, e.g. the zero offset at the centre."""
     side, heads = round(len(table) ** 0.5), table.shape[1]
     if side * side != len(table):
         raise ValueError(f"a relative position bias table of {len(table)} rows is not a square grid of offsets")
