@@ -165,10 +165,11 @@ def write_markdown(rows: list[dict], path: Path, title: str, common: list[str]) 
         for r in rows:
             values = [_fmt(r.get(f"{k}_mean"), r.get(f"{k}_std"), digits=3) for k in extras]
             lines.append(f"| {r['cell']} | " + " | ".join(values) + " |")
-    grouped = [k.removesuffix("_mean") for k in (rows[0] if rows else {}) if k.endswith("_mean")]
-    grouped = [k for k in grouped if GROUP_METRIC.match(k)]
+    keys = [k.removesuffix("_mean") for k in (rows[0] if rows else {}) if k.endswith("_mean")]
+    grouped = [k for k in keys if GROUP_METRIC.match(k)]
+    counts = [f"{k.replace('/count_', ' ')} {rows[0][k + '_mean']:.0f}" for k in keys if "/count_" in k]
+    grouped = [k for k in grouped if any(r[f"{k}_mean"] is not None for r in rows)]  # a group with images
     if grouped:
-        counts = [f"{k} {rows[0].get(k.replace('/top1_', '/count_') + '_mean') or 0:.0f}" for k in grouped]
         lines += [
             "",
             "## Top-1 per group",
