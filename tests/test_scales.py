@@ -72,6 +72,7 @@ def test_scale_shift_splits_draw_sizes_from_their_ranges():
     [
         ("data.train_scales=[0.5,0.25]", r"data.train_scales=\[0.5, 0.25\] is not allowed; expected \[lo, hi\]"),
         ("data.test_scales=[0.1,1.5]", r"data.test_scales=\[0.1, 1.5\] is not allowed"),
+        ("data.train_scales=0.3", r"data.train_scales=0.3 is not allowed; expected \[lo, hi\]"),
         ("data.scale_bins.large=0.9", r"data.scale_bins: the last bound is 0.9; it must be 1.0"),
         ("data.scale_bins.small=0.5", r"data.scale_bins=.* is not allowed; expected \{name: upper bound\} with rising"),
     ],

@@ -104,9 +104,13 @@ class TensorImages(Dataset):
 
 
 def check_range(key: str, value) -> tuple[float, float]:
-    if not (len(value) == 2 and all(isinstance(v, int | float) for v in value) and 0 < value[0] <= value[1] <= 1):
-        raise ValueError(f"{key}={list(value)} is not allowed; expected [lo, hi] with 0 < lo <= hi <= 1")
-    return float(value[0]), float(value[1])
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):  # not two numbers
+        lo = hi = -1.0
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"{key}={value!r} is not allowed; expected [lo, hi] with 0 < lo <= hi <= 1")
+    return lo, hi
 
 
 def check_bins(key: str, bins: dict) -> dict[str, float]:
