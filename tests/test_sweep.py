@@ -78,11 +78,22 @@ def test_two_by_two_multirun_with_wandb_groups_and_report(tmp_path):
     assert len(ids) == 4
     rows = summary_rows(sweep)
     assert len(rows) == 4 and all(r["seeds"] == "1" and not r["failed"] for r in rows)
-    main_table, extra_table = (sweep / "summary.md").read_text().split("## Evaluation and analysis")
-    assert main_table.count("| attention=") == extra_table.count("| attention=") == 4
+    main_table, rest = (sweep / "summary.md").read_text().split("## Evaluation and analysis")
+    extra_table, group_table = rest.split("## Top-1 per group")  # SHAPES' object-size bins
+    assert (
+        main_table.count("| attention=") == extra_table.count("| attention=") == group_table.count("| attention=") == 4
+    )
     assert "logger=csv_wandb" not in rows[0]["cell"]
     assert rows[0]["analysis:erf50_s1_mean"] and "`analysis:mad_px_s1`" in extra_table
-    for png in ("top1_vs_gmacs.png", "top1_vs_throughput.png", "val_curves.png", "erf_by_cell.png"):
+    test_images = json.loads((jobs[0] / "metrics.json").read_text())["config"]["data"]["num_test"]
+    assert sum(float(rows[0][f"test/count_{size}_mean"]) for size in ("small", "medium", "large")) == test_images
+    for png in (
+        "top1_vs_gmacs.png",
+        "top1_vs_throughput.png",
+        "val_curves.png",
+        "erf_by_cell.png",
+        "top1_by_group.png",
+    ):
         assert (sweep / png).stat().st_size > 1000
 
 
