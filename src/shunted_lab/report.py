@@ -104,6 +104,17 @@ def group_columns(jobs: list[Job]) -> list[str]:
     return [f"{split}/{what}_{g}" for what in ("top1", "count") for split in ("val", "test") for g in group_names(jobs)]
 
 
+def group_keys(rows: list[dict], what: str) -> list[str]:
+    """The summary's `<split>/<what>_<group>` columns (what: top1 or count), in order."""
+    keys = [k.removesuffix("_mean") for k in (rows[0] if rows else {}) if k.endswith("_mean")]
+    return [k for k in keys if re.fullmatch(rf"(val|test)/{what}_\w+", k)]
+
+
+def reported_groups(rows: list[dict]) -> list[str]:
+    """The `<split>/top1_<group>` columns of groups that had images in some cell."""
+    return [k for k in group_keys(rows, "top1") if any(r[f"{k}_mean"] is not None for r in rows)]
+
+
 def summarize(jobs: list[Job]) -> list[dict]:
     rows = []
     groups = group_columns(jobs)
@@ -165,11 +176,9 @@ def write_markdown(rows: list[dict], path: Path, title: str, common: list[str]) 
         for r in rows:
             values = [_fmt(r.get(f"{k}_mean"), r.get(f"{k}_std"), digits=3) for k in extras]
             lines.append(f"| {r['cell']} | " + " | ".join(values) + " |")
-    keys = [k.removesuffix("_mean") for k in (rows[0] if rows else {}) if k.endswith("_mean")]
-    grouped = [k for k in keys if GROUP_METRIC.match(k)]
-    counts = [f"{k.replace('/count_', ' ')} {rows[0][k + '_mean']:.0f}" for k in keys if "/count_" in k]
-    grouped = [k for k in grouped if any(r[f"{k}_mean"] is not None for r in rows)]  # a group with images
+    grouped = reported_groups(rows)
     if grouped:
+        counts = [f"{k.replace('/count_', ' ')} {rows[0][k + '_mean']:.0f}" for k in group_keys(rows, "count")]
         lines += [
             "",
             "## Top-1 per group",
@@ -244,11 +253,10 @@ def write_group_plot(rows: list[dict], out: Path) -> None:
     """Top-1 per group (x: the groups in order, e.g. object size) for each cell, a panel per split."""
     import matplotlib.pyplot as plt  # write_plots chose the backend
 
-    keys = [k.removesuffix("_mean") for k in (rows[0] if rows else {}) if k.endswith("_mean")]
     panels = {}
-    for key in keys:
-        if (m := GROUP_METRIC.match(key)) and any(r[f"{key}_mean"] is not None for r in rows):
-            panels.setdefault(m[1], []).append(m[2])
+    for key in reported_groups(rows):
+        split, group = GROUP_METRIC.match(key).groups()
+        panels.setdefault(split, []).append(group)
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
