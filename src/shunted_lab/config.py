@@ -52,9 +52,19 @@ RULES = (
 )
 
 
+def required_keys(node: dict, prefix: str = "") -> list[str]:
+    """The keys still set to REQUIRED, at any depth."""
+    found = []
+    for key, value in node.items():
+        if isinstance(value, dict):
+            found += required_keys(value, f"{prefix}{key}.")
+        elif value == REQUIRED:
+            found.append(f"{prefix}{key}")
+    return found
+
+
 def check_config(cfg: DictConfig) -> None:
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    missing += [key for key in ("model.checkpoint",) if OmegaConf.select(cfg, key) == REQUIRED]
+    missing = sorted(OmegaConf.missing_keys(cfg)) + required_keys(OmegaConf.to_container(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} must be set (it has no default), e.g. {missing[0]}=...")
     for key, ok, allowed in RULES:
