@@ -74,7 +74,7 @@ def load_weights(model: nn.Module, path: str | Path, key: str, describe: str, ne
         if name.endswith("relative_position_bias_table") and name in expected:
             want = expected[name].shape
             if table.shape != want and table.shape[1] == want[1]:
-                window = (round(want[0] ** 0.5) + 1) // 2
+                window = model.get_submodule(name.rsplit(".", 1)[0]).window_size
                 log.info("%s: %s resized to window %d", where, name, window)
                 state[name] = resize_bias_table(table, window)
     mismatch = state_mismatch(expected, state)
