@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from shunted_lab.callbacks import NonFiniteLossError
 from shunted_lab.checkpoint_tasks import analyze, evaluate
-from shunted_lab.config import ConfigError
+from shunted_lab.config import ConfigError, sweep_id_of
 from shunted_lab.data import DataError
 from shunted_lab.report import FAILED_FILE, error_line
 from shunted_lab.train import train
@@ -56,6 +56,8 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    # A job a W&B agent started (sweep_id from WANDB_SWEEP_ID) is one job of a sweep, as a multirun's are.
+    in_sweep = multirun or cfg.sweep_id is not None
     try:
         if multirun:
             if cfg.trainer.get("strategy") == "ddp" and not SLURMEnvironment.detect():
@@ -63,6 +65,9 @@ def main(cfg: DictConfig) -> float | None:
                     "trainer.strategy=ddp re-executes the command line, which breaks a local multirun; "
                     "use trainer.strategy=ddp_spawn here, or hydra/launcher=slurm on a cluster"
                 )
+            if cfg.sweep_id is None:
+                cfg.sweep_id = sweep_id_of(Path(hydra_cfg.sweep.dir))
+        if in_sweep:
             done = resume_sweep_job(cfg, output_dir)
             if done is not None:
                 return done
@@ -71,13 +76,13 @@ def main(cfg: DictConfig) -> float | None:
             return None
         return train(cfg)
     except (NonFiniteLossError, DataError) as e:
-        if multirun:
+        if in_sweep:
             raise  # the sweep records this job as failed (in its directory) and goes on with the others
         fail(
             f"stopped: {error_line(e)}", EXIT_NON_FINITE_LOSS if isinstance(e, NonFiniteLossError) else EXIT_DATA_ERROR
         )
     except ConfigError as e:
-        if multirun:
+        if in_sweep:
             raise
         if {p.name for p in output_dir.iterdir()} <= {".hydra", "run.log"}:
             shutil.rmtree(output_dir)  # nothing but Hydra's own record was written

@@ -125,3 +125,51 @@ def official_state_dict(name):
         else:
             state[key] = torch.randn(shape) * 0.05
     return state
+
+
+def wandb_records(run_dir: Path) -> list:
+    """The records of an offline W&B run (<run_dir>/run-<id>.wandb), as wandb's protobuf messages.
+
+    The file is a LevelDB-style log: a 7-byte header, then 32 KiB blocks of chunks, each with a
+    7-byte header (CRC32, length, type: 1 full, 2 first, 3 middle, 4 last) and a part of a record."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = next(Path(run_dir).glob("*.wandb")).read_bytes()
+    assert data[:4] == b":W&B", "not a W&B transaction log"
+    block, header = 32768, 7
+    records, pos, pending = [], header, b""
+    while pos + header <= len(data):
+        if block - pos % block < header:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + header : pos + header + length]
+        pos += header + length
+        if kind == 0:  # zero fill at the end of the file
+            break
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def wandb_logged(records: list) -> dict:
+    """What an offline run logged: {"history": {key: [value_json, ...]}, "artifacts": [artifact records],
+    "run": the run record, "config": {key: value_json}}; a nested key is joined with "/"."""
+    logged = {"history": {}, "artifacts": [], "run": None, "config": {}}
+    for record in records:
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            for item in record.history.item:
+                key = "/".join(item.nested_key) or item.key
+                logged["history"].setdefault(key, []).append(item.value_json)
+        elif kind == "artifact":
+            logged["artifacts"].append(record.artifact)
+        elif kind == "run":
+            logged["run"] = record.run
+        elif kind == "config":
+            for item in record.config.update:
+                logged["config"]["/".join(item.nested_key) or item.key] = item.value_json
+    return logged

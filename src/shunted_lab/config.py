@@ -3,6 +3,7 @@
 Each failure is one ConfigError line naming the key, the value and what is allowed.
 """
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -12,6 +13,33 @@ from .checkpointing import resolve_resume_path, unsafe_globals
 
 # conf/paths: the launch directory, resolvable before Hydra's runtime config exists (in the sweeper).
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
+
+AGENT_SWEEP_PREFIX = "wandb-"  # logs/multirun/wandb-<sweep id>: the directory of a W&B agent's sweep
+
+
+def run_dir(log_dir: str, run: str, overrides: str) -> str:
+    """hydra.run.dir: logs/runs/<run>, or for a job a W&B agent started (WANDB_SWEEP_ID set)
+    logs/multirun/wandb-<sweep id>/<its overrides>: the same overrides find the same directory."""
+    sweep = os.environ.get("WANDB_SWEEP_ID")
+    if not sweep:
+        return f"{log_dir}/runs/{run}"
+    name = overrides.replace("/", "_") or "defaults"  # a path in a value must not nest directories
+    if len(name) > 120:
+        name = f"{name[:100]}-{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
+    return f"{log_dir}/multirun/{AGENT_SWEEP_PREFIX}{sweep}/{name}"
+
+
+OmegaConf.register_new_resolver("run_dir", run_dir, replace=True)
+
+
+def sweep_id_of(sweep_dir: Path) -> str:
+    """A sweep's id: a W&B agent's own, or the directory's name and a hash of its path (two machines
+    logging sweeps of one name to one W&B project keep them apart)."""
+    sweep_dir = Path(sweep_dir).resolve()
+    if sweep_dir.name.startswith(AGENT_SWEEP_PREFIX):
+        return sweep_dir.name.removeprefix(AGENT_SWEEP_PREFIX)
+    return f"{sweep_dir.name[:48]}-{hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:6]}"
+
 
 # A config file's way to demand a key from the command line where `???` cannot: an experiment's `???`
 # does not replace the value a group already gave (OmegaConf's merge keeps it).

@@ -1,11 +1,14 @@
-"""Compare the variant cells of a sweep without W&B: summary.md, summary.csv and PNG plots.
+"""Compare the variant cells of a sweep: summary.md, summary.csv and PNG plots, and on W&B.
 
-    python -m shunted_lab.report SWEEP_DIR
+    python -m shunted_lab.report SWEEP_DIR [--wandb-report [--wandb-workspace] [--entity E] [--project P]]
 
 A cell is a job's overrides without `seed=`; its seeds are averaged (mean +- sample std).
-The same report is written by the `SweepReport` Hydra callback after every job of a multirun.
+The same report is written by the `SweepReport` Hydra callback after every job of a sweep (a
+multirun, or the jobs a W&B agent starts), which also logs it to the sweep's W&B report run
+(sweep_wandb.py). `--wandb-report` builds the W&B Report (wandb_report.py).
 """
 
+import argparse
 import csv
 import json
 import logging
@@ -19,7 +22,10 @@ import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from .config import sweep_id_of
+from .sweep_wandb import log_sweep_summary
 
 log = logging.getLogger(__name__)
 
@@ -322,12 +328,27 @@ def write_report(sweep_dir: Path) -> list[dict]:
     return rows
 
 
+def sweep_dir_of(config: DictConfig) -> Path | None:
+    """A job's sweep directory: its multirun's, or for a job a W&B agent started (sweep_id set) its parent."""
+    if config.hydra.mode == RunMode.MULTIRUN:
+        return Path(config.hydra.sweep.dir)
+    if config.get("sweep_id") is not None:
+        return Path(config.hydra.runtime.output_dir).parent
+    return None
+
+
 class SweepReport(Callback):
     """Records failed jobs and rewrites the sweep's report after every job, so the report is
-    there even when a job fails (Hydra then ends the sweep with an error after the last job)."""
+    there even when a job fails (Hydra then ends the sweep with an error after the last job).
+    Where the jobs log to W&B, the summary and figures go to the sweep's report run too; with
+    `wandb_report=true` the W&B Report is built at the end of a multirun (or its spec saved, offline)."""
+
+    def __init__(self, wandb_report: bool = False):
+        self.wandb_report = wandb_report
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
+        sweep_dir = sweep_dir_of(config)
+        if sweep_dir is None:
             return
         job_dir = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.FAILED:
@@ -337,25 +358,59 @@ class SweepReport(Callback):
             )
             overrides = " ".join(config.hydra.overrides.task)
             log.error("job %s failed (%s): %s", config.hydra.job.num, overrides, error)
-        write_report(Path(config.hydra.sweep.dir))
+        rows = write_report(sweep_dir)
+        wandb_cfg = OmegaConf.select(config, "logger.wandb")
+        if wandb_cfg is not None:
+            sweep_id = config.get("sweep_id") or sweep_id_of(sweep_dir)
+            settings = {k: wandb_cfg.get(k) for k in ("project", "entity", "offline")}
+            try:
+                log_sweep_summary(sweep_dir, rows, sweep_id, settings)
+            except Exception as e:  # the report is on disk; a W&B outage must not fail the sweep
+                log.warning("sweep summary not logged to W&B: %s", error_line(e))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        rows = write_report(Path(config.hydra.sweep.dir))
-        log.info("sweep report: %s", Path(config.hydra.sweep.dir) / "summary.md")
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = write_report(sweep_dir)
+        log.info("sweep report: %s", sweep_dir / "summary.md")
         for r in rows:
             if r["failed"]:
                 log.error("failed: %s: %s", r["cell"], r["failed"])
+        if self.wandb_report:
+            for line in publish_wandb_report(sweep_dir):
+                log.info(line)
+
+
+def publish_wandb_report(sweep_dir: Path, entity=None, project=None, workspace: bool = False) -> list[str]:
+    # wandb_workspaces takes a second to import, and only this path needs it: not every run.py start.
+    from .wandb_report import publish, read_sweep
+
+    jobs, common = load_jobs(sweep_dir)
+    return publish(read_sweep(sweep_dir, jobs, common), entity, project, workspace)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
-        print("usage: python -m shunted_lab.report SWEEP_DIR (a Hydra multirun directory)", file=sys.stderr)
+    parser = argparse.ArgumentParser(prog="python -m shunted_lab.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a sweep directory (Hydra multirun or W&B agent)")
+    parser.add_argument("--wandb-report", action="store_true", help="create or update the sweep's W&B Report")
+    parser.add_argument("--wandb-workspace", action="store_true", help="also save a workspace view of the project")
+    parser.add_argument("--entity", help="W&B entity (default: the jobs' logger.wandb.entity, else yours)")
+    parser.add_argument("--project", help="W&B project (default: the jobs' logger.wandb.project)")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: {args.sweep_dir} is not a directory (expected a Hydra multirun directory)", file=sys.stderr)
         return 2
-    rows = write_report(Path(argv[0]))
+    rows = write_report(args.sweep_dir)
     if not rows:
-        print(f"error: {argv[0]} holds no job directories (*/.hydra/overrides.yaml)", file=sys.stderr)
+        print(f"error: {args.sweep_dir} holds no job directories (*/.hydra/overrides.yaml)", file=sys.stderr)
         return 2
-    print((Path(argv[0]) / "summary.md").read_text())
+    print((args.sweep_dir / "summary.md").read_text())
+    if args.wandb_report or args.wandb_workspace:
+        try:
+            lines = publish_wandb_report(args.sweep_dir, args.entity, args.project, args.wandb_workspace)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print("\n".join(lines))
     return 0
 
 

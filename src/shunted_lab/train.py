@@ -2,11 +2,10 @@
 
 import json
 import logging
-import netrc
 import os
+import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import lightning as L
 from hydra.errors import InstantiationException
@@ -20,8 +19,11 @@ from .callbacks import ModelSummary, TrainThroughput
 from .checkpointing import AtomicCheckpointIO, resolve_resume_path
 from .config import ConfigError, check_config
 from .data import ImageClassificationData
+from .loggers import WandbLogger as LabWandbLogger
+from .loggers import wandb_offline
 from .models.stats import count_gmacs, count_params
 from .module import ImageClassifier
+from .predictions import predict_split
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +40,17 @@ def user_step(key: str, build):
         raise ConfigError(f"{key}: {e}") from e
 
 
-def wandb_has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+def git_commit() -> dict | None:
+    """The commit of this code and whether tracked files differ from it; None outside a git checkout."""
+    repo = Path(__file__).resolve().parents[2]
     try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return False
+        commit = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", repo, "diff", "--quiet", "HEAD"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": dirty.returncode != 0}
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -53,12 +58,14 @@ def build_loggers(cfg: DictConfig) -> list:
     for logger_cfg in (cfg.get("logger") or {}).values():
         logger_cfg = OmegaConf.to_container(logger_cfg, resolve=True)
         if logger_cfg["_target_"].endswith("WandbLogger"):
-            if not os.environ.get("WANDB_MODE"):
-                # No key means no prompt, ever: log offline and let the user `wandb sync` later.
-                logger_cfg["offline"] = logger_cfg["offline"] or not wandb_has_credentials()
+            logger_cfg["offline"] = wandb_offline(logger_cfg["offline"])
             id_file = Path(cfg.paths.output_dir) / WANDB_ID_FILE
             if logger_cfg["id"] is None and id_file.is_file():  # a resumed run continues its W&B run
                 logger_cfg.update(id=id_file.read_text().strip(), resume="allow")
+            if logger_cfg.get("log_model") is None:  # a sweep would upload every job's checkpoint
+                logger_cfg["log_model"] = cfg.get("sweep_id") is None
+            if cfg.get("sweep_id") is not None:
+                logger_cfg["tags"] = [*logger_cfg["tags"], f"sweep={cfg.sweep_id}"]
         loggers.append(instantiate(logger_cfg))
     return loggers
 
@@ -124,6 +131,21 @@ def log_analysis(loggers: list, result: dict, out: Path, prefix: str = "analysis
                 logger.log_image(key=f"{prefix}/{Path(name).stem}", images=[str(out / name)])
 
 
+def log_fit_end(loggers: list, module, datamodule, metrics: dict) -> None:
+    """The run's numbers into its W&B summary (panels compare runs by them), then the best checkpoint's
+    validation predictions, confusion matrix and artifact (loggers.WandbLogger)."""
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    for logger in (lg for lg in loggers if isinstance(lg, WandbLogger)):
+        logger.experiment.summary.update(scalars)
+        if not isinstance(logger, LabWandbLogger):
+            continue
+        predictions = None
+        if logger.num_predictions or logger.log_confusion_matrix:
+            predictions = predict_split(module.model, datamodule, datamodule.batch_size, logger.num_predictions)
+        metadata = {k: metrics[k] for k in ("model", "attention", "mlp", "data", "seed", "val/top1", "test/top1")}
+        logger.log_fit_end(predictions, metrics["best_checkpoint"], {**metadata, "git": metrics["git"]})
+
+
 def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary: dict, start: float) -> dict:
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     for callback in callbacks:
@@ -131,9 +153,10 @@ def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary
             callback.forward_flops = 2e9 * summary["gmacs"]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    code = git_commit()
     wandb_run = None
     for logger in loggers:
-        logger.log_hyperparams({**resolved, "summary": summary})
+        logger.log_hyperparams({**resolved, "summary": summary, "git": code})
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             run = logger.experiment
             run.summary.update(summary)
@@ -165,8 +188,11 @@ def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary
         "best_checkpoint": best,
         "wandb": wandb_run,
         "analysis": analysis and analysis["summary"],
+        "git": code,
         "config": resolved,
     }
+    if trainer.is_global_zero:
+        log_fit_end(loggers, module, datamodule, metrics)
     if cfg.compile and metrics["train/first_step_s"] is not None:
         log.info("first training step (compilation included): %.1f s", metrics["train/first_step_s"])
     if trainer.is_global_zero:
