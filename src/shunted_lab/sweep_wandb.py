@@ -2,23 +2,29 @@
 
 The run is named `report-<sweep id>`, job_type=report, in group `<sweep id>`, tagged `sweep=<sweep id>`
 like the sweep's jobs, in their project. The `SweepReport` callback refreshes it after every job by
-resuming it (its id is kept in <sweep dir>/wandb_report_run_id) and logging the table and figures
-again; W&B keeps each version and shows the latest. Without an API key it is an offline run under
+resuming it (its id follows from the sweep id) and logging the table and figures again; W&B keeps
+each version and shows the latest. Without an API key it is an offline run under
 <sweep dir>/wandb/, uploaded later by `wandb sync` like the jobs' runs.
 """
 
+import hashlib
+import os
 from pathlib import Path
 
 from .loggers import wandb_offline
 
 SUMMARY_TABLE = "sweep_summary"
 FIGURE_PREFIX = "figures/"
-REPORT_RUN_ID_FILE = "wandb_report_run_id"
 REPORT_JOB_TYPE = "report"
+AGENT_VARIABLES = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
 
 
 def sweep_tag(sweep_id: str) -> str:
     return f"sweep={sweep_id}"
+
+
+def report_run_id(sweep_id: str) -> str:
+    return "report-" + hashlib.sha1(sweep_id.encode()).hexdigest()[:12]
 
 
 def summary_table(rows: list[dict]):
@@ -33,22 +39,30 @@ def log_sweep_summary(sweep_dir: Path, rows: list[dict], sweep_id: str, wandb_cf
     `wandb_cfg`: the jobs' logger.wandb config (project, entity, offline)."""
     import wandb
 
-    id_file = Path(sweep_dir) / REPORT_RUN_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
-    id_file.write_text(run_id)
-    with wandb.init(
-        project=wandb_cfg["project"],
-        entity=wandb_cfg.get("entity"),
-        id=run_id,
-        resume="allow",
-        name=f"report-{sweep_id}",
-        group=sweep_id,
-        job_type=REPORT_JOB_TYPE,
-        tags=[sweep_tag(sweep_id)],
-        dir=str(sweep_dir),
-        mode="offline" if wandb_offline(wandb_cfg.get("offline", False)) else None,
-        reinit="create_new",
-    ) as run:
-        figures = {f"{FIGURE_PREFIX}{png.stem}": wandb.Image(str(png)) for png in sorted(Path(sweep_dir).glob("*.png"))}
-        run.log({SUMMARY_TABLE: summary_table(rows), **figures})
+    run_id = report_run_id(sweep_id)
+    # Under a W&B agent, wandb.init would make this run one of the sweep's, with the agent's run id; wandb
+    # read the agent's variables when it started in this process, so it starts afresh without them.
+    agent = {k: os.environ.pop(k) for k in AGENT_VARIABLES if k in os.environ}
+    if agent:
+        wandb.teardown()
+    try:
+        with wandb.init(
+            project=wandb_cfg["project"],
+            entity=wandb_cfg.get("entity"),
+            id=run_id,
+            resume="allow",
+            name=f"report-{sweep_id}",
+            group=sweep_id,
+            job_type=REPORT_JOB_TYPE,
+            tags=[sweep_tag(sweep_id)],
+            dir=str(sweep_dir),
+            mode="offline" if wandb_offline(wandb_cfg.get("offline", False)) else None,
+            reinit="create_new",
+        ) as run:
+            figures = {
+                f"{FIGURE_PREFIX}{png.stem}": wandb.Image(str(png)) for png in sorted(Path(sweep_dir).glob("*.png"))
+            }
+            run.log({SUMMARY_TABLE: summary_table(rows), **figures})
+    finally:
+        os.environ.update(agent)
     return run_id
