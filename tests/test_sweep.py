@@ -9,10 +9,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, SHAPES_TINY, TINY, compose_cfg, read_metrics, write_broken_image, write_image_folder
+from helpers import (
+    ROOT,
+    SHAPES_TINY,
+    TINY,
+    compose_cfg,
+    read_metrics,
+    wandb_logged,
+    wandb_records,
+    write_broken_image,
+    write_image_folder,
+)
 
+from shunted_lab.config import sweep_id_of
 from shunted_lab.module import ImageClassifier
 from shunted_lab.report import main as report_main
+from shunted_lab.sweep_wandb import SUMMARY_TABLE, report_run_id
 from shunted_lab.train import train
 
 
@@ -46,15 +58,23 @@ def summary_rows(sweep: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.slow
-def test_two_by_two_multirun_with_wandb_groups_and_report(tmp_path):
+@pytest.fixture(scope="module")
+def two_by_two(tmp_path_factory) -> Path:
+    """A real sweep, two cells by two seeds, analyzed and logged to W&B offline: its sweep directory."""
+    tmp_path = tmp_path_factory.mktemp("two_by_two")
     analysis = ["analysis.enabled=true", "analysis.num_images=4", "analysis.show=1"]
-    proc = multirun(tmp_path, "attention=vit,shunted", "mlp=plain,detail_specific", *analysis, sweep_dir=False)
+    proc = multirun(tmp_path, "attention=vit,shunted", "seed=0,1", *analysis, sweep_dir=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [sweep] = (tmp_path / "logs" / "multirun").iterdir()  # the default sweep directory, named by time
+    return sweep
+
+
+@pytest.mark.slow
+def test_two_by_two_multirun_with_wandb_groups_and_report(two_by_two):
+    sweep = two_by_two
     jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
     assert len(jobs) == 4
-    ids = set()
+    ids, groups = set(), set()
     for job in jobs:
         metrics = json.loads((job / "metrics.json").read_text())
         run = metrics["wandb"]
@@ -65,6 +85,7 @@ def test_two_by_two_multirun_with_wandb_groups_and_report(tmp_path):
             "shapes",
             f"attention={metrics['attention']}",
             f"mlp={metrics['mlp']}",
+            f"sweep={sweep_id_of(sweep)}",
         }
         offline = list((job / "wandb").glob(f"offline-run-*-{run['id']}"))
         assert len(offline) == 1
@@ -75,13 +96,14 @@ def test_two_by_two_multirun_with_wandb_groups_and_report(tmp_path):
         assert [m.rsplit("_", 2)[0] for m in media] == ["attention_0", "attention_distance", "erf", "gradcam"], media
         assert b"analysis/erf50_s4" in record
         ids.add(run["id"])
-    assert len(ids) == 4
+        groups.add(run["group"])
+    assert len(ids) == 4 and len(groups) == 2  # a cell's seeds share its group
     rows = summary_rows(sweep)
-    assert len(rows) == 4 and all(r["seeds"] == "1" and not r["failed"] for r in rows)
+    assert len(rows) == 2 and all(r["seeds"] == "2" and not r["failed"] for r in rows)
     main_table, rest = (sweep / "summary.md").read_text().split("## Evaluation and analysis")
     extra_table, group_table = rest.split("## Top-1 per group")  # SHAPES' object-size bins
     assert (
-        main_table.count("| attention=") == extra_table.count("| attention=") == group_table.count("| attention=") == 4
+        main_table.count("| attention=") == extra_table.count("| attention=") == group_table.count("| attention=") == 2
     )
     assert "logger=csv_wandb" not in rows[0]["cell"]
     assert rows[0]["analysis:erf50_s1_mean"] and "`analysis:mad_px_s1`" in extra_table
@@ -95,6 +117,91 @@ def test_two_by_two_multirun_with_wandb_groups_and_report(tmp_path):
         "top1_by_group.png",
     ):
         assert (sweep / png).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_the_sweeps_summary_is_a_wandb_table_in_its_report_run(two_by_two):
+    sweep_id = sweep_id_of(two_by_two)
+    # Refreshed after each job; offline, each refresh is a folder of its own for `wandb sync` to replay.
+    refreshes = sorted(two_by_two.glob(f"wandb/offline-run-*-{report_run_id(sweep_id)}"))
+    assert len(refreshes) == 4
+    run = refreshes[-1]
+    logged = wandb_logged(wandb_records(run))
+    assert (logged["run"].job_type, logged["run"].run_group) == ("report", sweep_id)
+    assert list(logged["run"].tags) == [f"sweep={sweep_id}"]
+    assert len(logged["history"][f"{SUMMARY_TABLE}/_type"]) == 1  # the last job's refresh, one log call
+    [table] = run.glob(f"files/media/table/{SUMMARY_TABLE}_*.table.json")
+    table = json.loads(table.read_text())
+    with open(two_by_two / "summary.csv") as f:
+        header = next(csv.reader(f))
+    assert table["columns"] == header and len(table["data"]) == 2
+    by_cell = {row[0]: dict(zip(header, row, strict=True)) for row in table["data"]}
+    for row in summary_rows(two_by_two):
+        assert by_cell[row["cell"]]["val/top1_mean"] == pytest.approx(float(row["val/top1_mean"]))
+    figures = {k.split("/")[1] for k in logged["history"] if k.startswith("figures/")}
+    assert figures == {p.stem for p in two_by_two.glob("*.png")}
+
+
+@pytest.mark.slow
+def test_the_sweeps_wandb_report_offline_and_published_through_a_double(two_by_two, monkeypatch, capsys):
+    import wandb_workspaces.reports.v2 as wr
+    import wandb_workspaces.workspaces as ws
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(two_by_two / "no-netrc"))
+    sweep_id = sweep_id_of(two_by_two)
+    # Offline: the spec is saved, nothing is sent, and the user is told how to publish.
+    assert report_main([str(two_by_two), "--wandb-report", "--wandb-workspace", "--entity", "lab"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing was sent" in out and f"python -m shunted_lab.report {two_by_two} --wandb-report" in out
+    spec = json.loads((two_by_two / "wandb_report.json").read_text())
+    assert spec["type"] == "Report" and (spec["entity"], spec["project"]) == ("lab", "shunted-lab")
+    text = json.dumps(spec)
+    assert "attention=vit,shunted seed=0,1" in text  # the sweep's command, from Hydra's multirun.yaml
+    grids = [b for b in spec["blocks"] if b["type"] == "PanelGrid"]
+    assert len(grids) == 2
+    [jobs], [report_run] = grids[0]["runsets"], grids[1]["runsets"]
+    tag = f"sweep={sweep_id}"
+    assert jobs["filters"] == f"Metric(\"Tags\") in ['{tag}'] and Metric(\"JobType\") == 'train'"
+    assert jobs["groupby"] == ["group"]  # one line per variant cell, its seeds aggregated
+    assert report_run["filters"] == f"Metric(\"Tags\") in ['{tag}'] and Metric(\"JobType\") == 'report'"
+    panels = {p["type"]: [] for p in grids[0]["panels"]}
+    for p in grids[0]["panels"]:
+        panels[p["type"]].append(p)
+    assert [(p["y"], p["x"], p["groupby_aggfunc"], p["groupby_rangefunc"]) for p in panels["LinePlot"]] == [
+        (["val/top1"], "trainer/global_step", "mean", "stddev"),
+        (["val/loss"], "trainer/global_step", "mean", "stddev"),
+    ]
+    assert [(p["x"]["name"], p["y"]["name"]) for p in panels["ScatterPlot"]] == [
+        ("gmacs", "val/top1"),
+        ("train/images_per_sec", "val/top1"),
+    ]
+    [coordinates] = panels["ParallelCoordinatesPlot"]
+    columns = [(c["metric"]["type"], c["metric"]["name"]) for c in coordinates["columns"]]
+    assert columns == [("Config", "attention.name"), ("Config", "mlp.name"), ("SummaryMetric", "val/top1")]
+    table, media = grids[1]["panels"]
+    assert (table["type"], table["table_name"]) == ("WeavePanelSummaryTable", SUMMARY_TABLE)
+    assert sorted(media["media_keys"]) == sorted(f"figures/{p.stem}" for p in two_by_two.glob("*.png"))
+    workspace = json.loads((two_by_two / "wandb_workspace.json").read_text())
+    assert workspace["type"] == "Workspace" and workspace["sections"][0]["panels"] == grids[0]["panels"]
+
+    # With credentials: saved through the double, then updated in place on the next publish.
+    saved = []
+
+    def save(view, *args, **kwargs):
+        saved.append(view)
+        view.id = view.id or "r1"
+
+    monkeypatch.setenv("WANDB_API_KEY", "test-key")
+    monkeypatch.setattr(wr.Report, "save", save)
+    monkeypatch.setattr(wr.Report, "url", property(lambda r: f"https://wandb.test/{r.entity}/{r.id}"))
+    monkeypatch.setattr(ws.Workspace, "save", lambda view: saved.append(view))
+    monkeypatch.setattr(ws.Workspace, "url", property(lambda w: "https://wandb.test/workspace"))
+    assert report_main([str(two_by_two), "--wandb-report", "--entity", "lab"]) == 0
+    assert report_main([str(two_by_two), "--wandb-report", "--wandb-workspace", "--entity", "lab"]) == 0
+    assert [type(v).__name__ for v in saved] == ["Report", "Report", "Workspace"]
+    assert saved[1].id == "r1" and (two_by_two / "wandb_report_id").read_text() == "r1"  # the same report
+    assert "W&B report: https://wandb.test/lab/r1" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -170,7 +170,9 @@ def spec(obj):
     """A report or workspace as plain data (class names kept), for saving and inspecting offline: building
     the W&B form of a runset needs the server."""
     if dataclasses.is_dataclass(obj):
-        fields = {f.name: spec(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.name.startswith("_")}
+        # Private fields are the library's bookkeeping, layouts its placement of panels.
+        names = [f.name for f in dataclasses.fields(obj) if not f.name.startswith("_") and f.name != "layout"]
+        fields = {name: spec(getattr(obj, name)) for name in names}
         return {"type": type(obj).__name__, **{k: v for k, v in fields.items() if v not in (None, [], {}, "")}}
     if isinstance(obj, list | tuple):
         return [spec(o) for o in obj]
