@@ -20,9 +20,11 @@ from helpers import (
     write_broken_image,
     write_image_folder,
 )
+from omegaconf import OmegaConf
 
 from shunted_lab.config import sweep_id_of
 from shunted_lab.module import ImageClassifier
+from shunted_lab.report import SweepReport
 from shunted_lab.report import main as report_main
 from shunted_lab.sweep_wandb import SUMMARY_TABLE, report_run_id
 from shunted_lab.train import train
@@ -150,7 +152,10 @@ def test_the_sweeps_wandb_report_offline_and_published_through_a_double(two_by_t
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(two_by_two / "no-netrc"))
     sweep_id = sweep_id_of(two_by_two)
-    # Offline: the spec is saved, nothing is sent, and the user is told how to publish.
+    # Offline: the spec is saved, nothing is sent, and the user is told how to publish; the same at the
+    # end of a multirun with hydra.callbacks.sweep_report.wandb_report=true.
+    SweepReport(wandb_report=True).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(two_by_two)}}}))
+    assert (two_by_two / "wandb_report.json").is_file()
     assert report_main([str(two_by_two), "--wandb-report", "--wandb-workspace", "--entity", "lab"]) == 0
     out = capsys.readouterr().out
     assert "nothing was sent" in out and f"python -m shunted_lab.report {two_by_two} --wandb-report" in out
@@ -250,6 +255,8 @@ def test_report_command_on_a_saved_sweep(tmp_path, capsys):
     assert "seed 2: incomplete" in swin["failed"]
     assert "| attention=vit | 2 | 60.0 +- 14.1 | 50.0 +- 14.1 |" in capsys.readouterr().out
     assert report_main([str(tmp_path / "missing")]) == 2
+    assert report_main([str(sweep), "--wandb-report"]) == 2  # its jobs logged to CSV only
+    assert "no completed job logged to W&B" in capsys.readouterr().err
 
 
 @pytest.mark.slow

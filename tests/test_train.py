@@ -144,6 +144,8 @@ def test_resume_from_last_checkpoint_continues_the_global_step(tmp_path):
         (["optim.ema_decay=2"], r"optim.ema_decay=2 is not allowed"),
         (["optim.fused=maybe"], r"optim.fused='maybe' is not allowed; expected true or false"),
         (["model.drop_path_rate=1.0"], r"model.drop_path_rate=1.0 is not allowed"),
+        (["logger=wandb", "logger.wandb.predictions=-1"], r"logger.wandb.predictions=-1 is not allowed"),
+        (["logger=wandb", "logger.wandb.log_model=all"], r"logger.wandb.log_model='all' is not allowed; expected null"),
         (["ckpt_path=/no/such.ckpt"], r"ckpt_path='/no/such.ckpt' does not exist"),
         (["model.checkpoint=/no/such.pth"], r"model.checkpoint='/no/such.pth' does not exist"),
         (["ckpt_path=last"], r"ckpt_path=last: no .*checkpoints/last.ckpt; point hydra.run.dir at the run"),

@@ -77,6 +77,10 @@ RULES = (
     ("optim.fused", lambda v: isinstance(v, bool), "true or false"),
     ("compile", lambda v: isinstance(v, bool) or v in COMPILE_MODES, f"true, false or one of {list(COMPILE_MODES)}"),
     ("model.drop_path_rate", lambda v: v is None or (_number(v) and 0 <= v < 1), "null or a number in [0, 1)"),
+    # Absent (null) without a W&B logger.
+    ("logger.wandb.log_model", lambda v: v is None or isinstance(v, bool), "null, true or false"),
+    ("logger.wandb.predictions", lambda v: v is None or (_int(v) and v >= 0), "an integer >= 0 (0 = none)"),
+    ("logger.wandb.confusion_matrix", lambda v: v is None or isinstance(v, bool), "true or false"),
 )
 
 

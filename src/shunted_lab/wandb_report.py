@@ -69,7 +69,7 @@ def read_sweep(sweep_dir: Path, jobs: list, common: list[str]) -> Sweep:
     swept: dict[str, list[str]] = {}
     for job in jobs:
         for override in yaml.safe_load((job.dir / ".hydra" / "overrides.yaml").read_text()) or []:
-            key, value = override.split("=", 1)
+            key, _, value = override.partition("=")
             if override not in common:
                 swept.setdefault(key, []).append(value)
     swept = {k: list(dict.fromkeys(v)) for k, v in swept.items()}
