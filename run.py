@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from shunted_lab.callbacks import NonFiniteLossError
 from shunted_lab.checkpoint_tasks import analyze, evaluate
-from shunted_lab.config import ConfigError, sweep_id_of
+from shunted_lab.config import ConfigError, agent_sweep_id, sweep_id_of
 from shunted_lab.data import DataError
 from shunted_lab.report import FAILED_FILE, error_line
 from shunted_lab.train import train
@@ -56,8 +56,8 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    # A job a W&B agent started (sweep_id from WANDB_SWEEP_ID) is one job of a sweep, as a multirun's are.
-    in_sweep = multirun or cfg.sweep_id is not None
+    # A job a W&B agent started is one job of a sweep, as a multirun's are.
+    in_sweep = multirun or agent_sweep_id() is not None
     try:
         if multirun:
             if cfg.trainer.get("strategy") == "ddp" and not SLURMEnvironment.detect():

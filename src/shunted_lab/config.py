@@ -17,10 +17,15 @@ OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 AGENT_SWEEP_PREFIX = "wandb-"  # logs/multirun/wandb-<sweep id>: the directory of a W&B agent's sweep
 
 
+def agent_sweep_id() -> str | None:
+    """The W&B sweep whose agent started this process (`wandb agent` sets WANDB_SWEEP_ID), if any."""
+    return os.environ.get("WANDB_SWEEP_ID") or None
+
+
 def run_dir(log_dir: str, run: str, overrides: str) -> str:
-    """hydra.run.dir: logs/runs/<run>, or for a job a W&B agent started (WANDB_SWEEP_ID set)
-    logs/multirun/wandb-<sweep id>/<its overrides>: the same overrides find the same directory."""
-    sweep = os.environ.get("WANDB_SWEEP_ID")
+    """hydra.run.dir: logs/runs/<run>, or for a job a W&B agent started logs/multirun/wandb-<sweep id>/<its
+    overrides>: the same overrides find the same directory."""
+    sweep = agent_sweep_id()
     if not sweep:
         return f"{log_dir}/runs/{run}"
     name = overrides.replace("/", "_") or "defaults"  # a path in a value must not nest directories

@@ -96,7 +96,7 @@ class WandbLogger(LightningWandbLogger):
         classes = len(predictions.class_names) if predictions is not None else 0
         if classes > CONFUSION_MATRIX_MAX_CLASSES and self.log_confusion_matrix:
             log.info("no confusion matrix: %d classes (at most %d)", classes, CONFUSION_MATRIX_MAX_CLASSES)
-        elif classes and self.log_confusion_matrix:
+        elif classes and self.log_confusion_matrix:  # the predictions cover the whole split then (train.py)
             matrix = wandb.plot.confusion_matrix(
                 y_true=predictions.labels.tolist(),
                 preds=predictions.predicted.tolist(),

@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config import sweep_id_of
+from .config import agent_sweep_id, sweep_id_of
 from .sweep_wandb import log_sweep_summary
 
 log = logging.getLogger(__name__)
@@ -329,10 +329,10 @@ def write_report(sweep_dir: Path) -> list[dict]:
 
 
 def sweep_dir_of(config: DictConfig) -> Path | None:
-    """A job's sweep directory: its multirun's, or for a job a W&B agent started (sweep_id set) its parent."""
+    """A job's sweep directory: its multirun's, or for a job a W&B agent started its parent (config.run_dir)."""
     if config.hydra.mode == RunMode.MULTIRUN:
         return Path(config.hydra.sweep.dir)
-    if config.get("sweep_id") is not None:
+    if agent_sweep_id() is not None:
         return Path(config.hydra.runtime.output_dir).parent
     return None
 

@@ -19,11 +19,12 @@ from .callbacks import ModelSummary, TrainThroughput
 from .checkpointing import AtomicCheckpointIO, resolve_resume_path
 from .config import ConfigError, check_config
 from .data import ImageClassificationData
+from .loggers import CONFUSION_MATRIX_MAX_CLASSES, wandb_offline
 from .loggers import WandbLogger as LabWandbLogger
-from .loggers import wandb_offline
 from .models.stats import count_gmacs, count_params
 from .module import ImageClassifier
 from .predictions import predict_split
+from .sweep_wandb import sweep_tag
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def build_loggers(cfg: DictConfig) -> list:
             if logger_cfg.get("log_model") is None:  # a sweep would upload every job's checkpoint
                 logger_cfg["log_model"] = cfg.get("sweep_id") is None
             if cfg.get("sweep_id") is not None:
-                logger_cfg["tags"] = [*logger_cfg["tags"], f"sweep={cfg.sweep_id}"]
+                logger_cfg["tags"] = [*logger_cfg["tags"], sweep_tag(cfg.sweep_id)]
         loggers.append(instantiate(logger_cfg))
     return loggers
 
@@ -139,9 +140,11 @@ def log_fit_end(loggers: list, module, datamodule, metrics: dict) -> None:
         logger.experiment.summary.update(scalars)
         if not isinstance(logger, LabWandbLogger):
             continue
+        whole = logger.log_confusion_matrix and datamodule.num_classes <= CONFUSION_MATRIX_MAX_CLASSES
         predictions = None
-        if logger.num_predictions or logger.log_confusion_matrix:
-            predictions = predict_split(module.model, datamodule, datamodule.batch_size, logger.num_predictions)
+        if whole or logger.num_predictions:
+            batch = datamodule.batch_size
+            predictions = predict_split(module.model, datamodule, batch, logger.num_predictions, whole=whole)
         metadata = {k: metrics[k] for k in ("model", "attention", "mlp", "data", "seed", "val/top1", "test/top1")}
         logger.log_fit_end(predictions, metrics["best_checkpoint"], {**metadata, "git": metrics["git"]})
 
