@@ -259,6 +259,16 @@ def test_report_command_on_a_saved_sweep(tmp_path, capsys):
     assert "no completed job logged to W&B" in capsys.readouterr().err
 
 
+def test_the_reports_parallel_coordinates_name_the_logged_config_keys():
+    from shunted_lab.wandb_report import config_key
+
+    config = {"attention": {"name": "vit"}, "optim": {"lr": 1e-3}, "seed": 0}
+    assert config_key("attention", config) == "attention.name"  # a group choice: its name
+    assert config_key("optim.lr", config) == config_key("+optim.lr", config) == "optim.lr"
+    assert config_key("seed", config) == "seed"
+    assert config_key("optim", config) is None  # a group without a name has no one column
+
+
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_counts_every_validation_image_once(tmp_path):
     # 33 validation images over 2 ranks: a padding sampler would count one of them twice.

@@ -39,12 +39,17 @@ def logged_table(run: Path, key: str) -> dict:
     return json.loads(path.read_text())
 
 
-def test_a_single_run_logs_predictions_confusion_matrix_and_its_best_checkpoint(tmp_path, offline):
-    cfg = compose_cfg(tmp_path, "logger=csv_wandb", "trainer.max_epochs=2", "logger.wandb.predictions=20")
+def train_offline(tmp_path: Path, *overrides: str) -> tuple:
+    """A tiny single run logging to W&B offline: its config, metrics.json, offline run folder and what it logged."""
+    cfg = compose_cfg(tmp_path, "logger=csv_wandb", *overrides)
     train(cfg)
     metrics = read_metrics(cfg)
     run = offline_run(tmp_path / "out", metrics["wandb"]["id"])
-    logged = wandb_logged(wandb_records(run))
+    return cfg, metrics, run, wandb_logged(wandb_records(run))
+
+
+def test_a_single_run_logs_predictions_confusion_matrix_and_its_best_checkpoint(tmp_path, offline):
+    cfg, metrics, run, logged = train_offline(tmp_path, "trainer.max_epochs=2", "logger.wandb.predictions=20")
     val_images = cfg.data.num_val
 
     predictions = logged_table(run, "val/predictions")
@@ -75,11 +80,7 @@ def test_a_single_run_logs_predictions_confusion_matrix_and_its_best_checkpoint(
 
 
 def test_log_model_false_uploads_no_checkpoint(tmp_path, offline):
-    cfg = compose_cfg(tmp_path, "logger=csv_wandb", "logger.wandb.log_model=false", "logger.wandb.predictions=0")
-    train(cfg)
-    metrics = read_metrics(cfg)
-    run = offline_run(tmp_path / "out", metrics["wandb"]["id"])
-    logged = wandb_logged(wandb_records(run))
+    *_, logged = train_offline(tmp_path, "logger.wandb.log_model=false", "logger.wandb.predictions=0")
     assert not [a for a in logged["artifacts"] if a.type == "model"]
     assert "val/predictions/_type" not in logged["history"]
     assert "val/confusion_matrix_table/_type" in logged["history"]

@@ -135,6 +135,7 @@ def log_analysis(loggers: list, result: dict, out: Path, prefix: str = "analysis
 def log_fit_end(loggers: list, module, datamodule, metrics: dict) -> None:
     """The run's numbers into its W&B summary (panels compare runs by them), then the best checkpoint's
     validation predictions, confusion matrix and artifact (loggers.WandbLogger)."""
+    start = time.perf_counter()
     scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     for logger in (lg for lg in loggers if isinstance(lg, WandbLogger)):
         logger.experiment.summary.update(scalars)
@@ -147,6 +148,7 @@ def log_fit_end(loggers: list, module, datamodule, metrics: dict) -> None:
             predictions = predict_split(module.model, datamodule, batch, logger.num_predictions, whole=whole)
         metadata = {k: metrics[k] for k in ("model", "attention", "mlp", "data", "seed", "val/top1", "test/top1")}
         logger.log_fit_end(predictions, metrics["best_checkpoint"], {**metadata, "git": metrics["git"]})
+        log.info("W&B end of fit (predictions, confusion matrix, artifact): %.1f s", time.perf_counter() - start)
 
 
 def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary: dict, start: float) -> dict:
