@@ -156,7 +156,10 @@ def test_the_sweeps_wandb_report_offline_and_published_through_a_double(two_by_t
     # end of a multirun with hydra.callbacks.sweep_report.wandb_report=true.
     SweepReport(wandb_report=True).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(two_by_two)}}}))
     assert (two_by_two / "wandb_report.json").is_file()
+    refreshes = len(list(two_by_two.glob(f"wandb/offline-run-*-{report_run_id(sweep_id)}")))
     assert report_main([str(two_by_two), "--wandb-report", "--wandb-workspace", "--entity", "lab"]) == 0
+    # The command refreshed the report run's table first (eval columns may have come since).
+    assert len(list(two_by_two.glob(f"wandb/offline-run-*-{report_run_id(sweep_id)}"))) == refreshes + 1
     out = capsys.readouterr().out
     assert "nothing was sent" in out and f"python -m shunted_lab.report {two_by_two} --wandb-report" in out
     spec = json.loads((two_by_two / "wandb_report.json").read_text())
@@ -197,7 +200,8 @@ def test_the_sweeps_wandb_report_offline_and_published_through_a_double(two_by_t
         saved.append(view)
         view.id = view.id or "r1"
 
-    monkeypatch.setenv("WANDB_API_KEY", "test-key")
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)  # a key of the right form, never sent
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the report run's refresh stays on this machine
     monkeypatch.setattr(wr.Report, "save", save)
     monkeypatch.setattr(wr.Report, "url", property(lambda r: f"https://wandb.test/{r.entity}/{r.id}"))
     monkeypatch.setattr(ws.Workspace, "save", lambda view: saved.append(view))

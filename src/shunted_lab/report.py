@@ -380,12 +380,21 @@ class SweepReport(Callback):
                 log.info(line)
 
 
-def publish_wandb_report(sweep_dir: Path, entity=None, project=None, workspace: bool = False) -> list[str]:
+def publish_wandb_report(
+    sweep_dir: Path, rows: list[dict] | None = None, entity=None, project=None, workspace: bool = False
+) -> list[str]:
+    """Build the sweep's W&B Report (wandb_report.py); given the summary `rows`, refresh the report run's
+    table first (the command line: `task=eval` may have added columns since the last job)."""
     # wandb_workspaces takes a second to import, and only this path needs it: not every run.py start.
     from .wandb_report import publish, read_sweep
 
     jobs, common = load_jobs(sweep_dir)
-    return publish(read_sweep(sweep_dir, jobs, common), entity, project, workspace)
+    sweep = read_sweep(sweep_dir, jobs, common)
+    if rows is not None:
+        log_sweep_summary(
+            sweep_dir, rows, sweep.id, {"project": project or sweep.project, "entity": entity or sweep.entity}
+        )
+    return publish(sweep, entity, project, workspace)
 
 
 def main(argv: list[str]) -> int:
@@ -406,7 +415,7 @@ def main(argv: list[str]) -> int:
     print((args.sweep_dir / "summary.md").read_text())
     if args.wandb_report or args.wandb_workspace:
         try:
-            lines = publish_wandb_report(args.sweep_dir, args.entity, args.project, args.wandb_workspace)
+            lines = publish_wandb_report(args.sweep_dir, rows, args.entity, args.project, args.wandb_workspace)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

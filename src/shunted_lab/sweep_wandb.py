@@ -56,7 +56,8 @@ def log_sweep_summary(sweep_dir: Path, rows: list[dict], sweep_id: str, wandb_cf
             job_type=REPORT_JOB_TYPE,
             tags=[sweep_tag(sweep_id)],
             dir=str(sweep_dir),
-            mode="offline" if wandb_offline(wandb_cfg.get("offline", False)) else None,
+            # WANDB_MODE passed on: wandb reads the environment once per process, maybe before it was set.
+            mode="offline" if wandb_offline(wandb_cfg.get("offline", False)) else os.environ.get("WANDB_MODE"),
             reinit="create_new",
         ) as run:
             figures = {
