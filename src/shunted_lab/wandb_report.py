@@ -12,12 +12,13 @@ It ends with summary.md as text. The workspace view shows the first grid's panel
 the project, grouped the same way.
 
 With an API key the report is created, or updated when <sweep dir>/wandb_report_id names one, and its
-URL printed. Without one nothing is sent: the spec is written to <sweep dir>/wandb_report.json (and
-wandb_workspace.json) and the commands that publish it later are printed.
+URL printed. Without one (or with WANDB_MODE=offline) nothing is sent: the spec is written to
+<sweep dir>/wandb_report.json (and wandb_workspace.json) and the commands that publish it later are printed.
 """
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import wandb_workspaces.reports.v2 as wr
@@ -33,6 +34,7 @@ REPORT_ID_FILE = "wandb_report_id"
 REPORT_SPEC_FILE = "wandb_report.json"
 WORKSPACE_SPEC_FILE = "wandb_workspace.json"
 ALWAYS_COMPARED = ("attention.name", "mlp.name")
+OFFLINE_MODES = ("offline", "dryrun", "disabled")  # WANDB_MODE values that send nothing
 
 
 @dataclasses.dataclass
@@ -186,7 +188,7 @@ def publish(sweep: Sweep, entity: str | None, project: str | None, workspace: bo
     Returns the lines to tell the user."""
     project = project or sweep.project
     entity = entity or sweep.entity
-    online = wandb_has_credentials()
+    online = wandb_has_credentials() and os.environ.get("WANDB_MODE") not in OFFLINE_MODES
     if online and not entity:
         import wandb
 
