@@ -98,6 +98,8 @@ def test_two_by_two_multirun_with_wandb_groups_and_report(two_by_two):
         media = sorted(p.name for p in offline[0].glob("files/media/images/analysis/*.png"))
         assert [m.rsplit("_", 2)[0] for m in media] == ["attention_0", "attention_distance", "erf", "gradcam"], media
         assert b"analysis/erf50_s4" in record
+        artifacts = wandb_logged(wandb_records(offline[0]))["artifacts"]
+        assert not [a for a in artifacts if a.type == "model"]  # a sweep's jobs upload no checkpoint
         ids.add(run["id"])
         groups.add(run["group"])
     assert len(ids) == 4 and len(groups) == 2  # a cell's seeds share its group
