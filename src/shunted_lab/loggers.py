@@ -82,6 +82,8 @@ class WandbLogger(LightningWandbLogger):
     """
 
     def __init__(self, *args, log_model: bool = False, predictions: int = 32, confusion_matrix: bool = True, **kw):
+        if kw.get("offline"):  # Lightning says so through WANDB_MODE, which wandb reads once per process
+            kw["mode"] = "offline"
         super().__init__(*args, log_model=False, **kw)
         self.upload_best_checkpoint = log_model
         self.num_predictions = predictions
