@@ -62,6 +62,7 @@ class Job:
     cell: str
     seed: str
     status: str  # completed | failed | incomplete
+    overrides: list[str]  # its .hydra/overrides.yaml
     metrics: dict | None = None
     error: str | None = None
 
@@ -77,7 +78,7 @@ def load_jobs(sweep_dir: Path) -> tuple[list[Job], list[str]]:
     for job_dir, overrides in found:
         seeds = [o.split("=", 1)[1] for o in overrides if o.startswith("seed=")]
         cell = " ".join(o for o in overrides if o not in common and not o.startswith("seed=")) or "(all jobs)"
-        job = Job(job_dir, cell, seeds[0] if seeds else "0", "incomplete")
+        job = Job(job_dir, cell, seeds[0] if seeds else "0", "incomplete", overrides)
         if (job_dir / "metrics.json").is_file():
             job.status, job.metrics = "completed", json.loads((job_dir / "metrics.json").read_text())
             job.metrics.update(extra_metrics(job_dir))

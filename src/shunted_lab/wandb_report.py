@@ -70,7 +70,7 @@ def read_sweep(sweep_dir: Path, jobs: list, common: list[str]) -> Sweep:
     wandb_cfg = logged[0]["logger"]["wandb"]
     swept: dict[str, list[str]] = {}
     for job in jobs:
-        for override in yaml.safe_load((job.dir / ".hydra" / "overrides.yaml").read_text()) or []:
+        for override in job.overrides:
             key, _, value = override.partition("=")
             if override not in common:
                 swept.setdefault(key, []).append(value)
