@@ -1,6 +1,8 @@
 """Train and evaluate one variant: `python run.py attention=shunted mlp=detail_specific`.
 
-`python run.py --help` lists the config groups; `-m` sweeps (see README).
+`python run.py --help` lists the config groups; `-m` sweeps (see README). Exit codes: 0 done,
+1 any other failure (Hydra's own messages among them), 2 a config error, 3 a non-finite loss,
+4 a problem with the data; each of 2-4 is one line naming what to fix.
 """
 
 import json
@@ -14,14 +16,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from shunted_lab.callbacks import NonFiniteLossError
-from shunted_lab.checkpoint_tasks import analyze, evaluate
-from shunted_lab.config import ConfigError, agent_sweep_id, sweep_id_of
+from shunted_lab.checkpoints import analyze, evaluate
+from shunted_lab.config import CONF_DIR, ConfigError, error_line, unknown_option
 from shunted_lab.data import DataError
-from shunted_lab.report import FAILED_FILE, error_line
-from shunted_lab.train import train
+from shunted_lab.run_dirs import FAILED_FILE, METRICS_FILE, agent_sweep_id, last_checkpoint, sweep_id_of
+from shunted_lab.training import train
+from shunted_lab.training.callbacks import NonFiniteLossError
 
 log = logging.getLogger("run")
 
@@ -38,20 +41,42 @@ def fail(message: str, code: int) -> None:
 
 def resume_sweep_job(cfg: DictConfig, output_dir: Path) -> float | None:
     """Re-running a sweep skips its completed jobs and resumes interrupted ones from last.ckpt."""
-    metrics = output_dir / "metrics.json"
+    metrics = output_dir / METRICS_FILE
     if metrics.is_file():
         done = json.loads(metrics.read_text())
         if cfg.optimized_metric in done:
             log.info("%s is complete (metrics.json); skipped", output_dir.name)
             return done[cfg.optimized_metric]
     (output_dir / FAILED_FILE).unlink(missing_ok=True)
-    if cfg.ckpt_path is None and (output_dir / "checkpoints" / "last.ckpt").is_file():
+    if cfg.ckpt_path is None and last_checkpoint(output_dir).is_file():
         log.info("%s was interrupted; resuming from checkpoints/last.ckpt", output_dir.name)
         cfg.ckpt_path = "last"
     return None
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def tell_where(output_dir: Path, in_sweep: bool) -> None:
+    """The end of a run: its result, where it wrote and how to compare it with other variants; a
+    sweep's job says its result in one line (the sweep's report compares the jobs)."""
+    metrics = json.loads((output_dir / METRICS_FILE).read_text())
+    if in_sweep:
+        log.info("%s: val/top1 %.4f test/top1 %.4f", output_dir.name, metrics["val/top1"], metrics["test/top1"])
+        return
+    config = metrics["config"]
+    lines = [
+        f"done: val/top1 {metrics['val/top1']:.4f}, test/top1 {metrics['test/top1']:.4f} "
+        f"({metrics['attention']} x {metrics['mlp']}, {metrics['wall_time_s']:.0f} s)",
+        f"  run directory    {output_dir}",
+        f"  metrics          {output_dir / METRICS_FILE}",
+        f"  best checkpoint  {metrics['best_checkpoint'] or '(none)'}",
+    ]
+    offline = sorted(output_dir.glob("wandb/offline-run-*"))
+    if offline:
+        lines.append(f"  W&B (offline)    wandb sync {offline[-1]}")
+    lines.append(f"  compare variants python run.py -m attention=vit,pvt,swin,shunted mlp={config['mlp']['name']}")
+    log.info("\n".join(lines))
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -74,7 +99,10 @@ def main(cfg: DictConfig) -> float | None:
         if cfg.task in ("eval", "analyze"):
             (evaluate if cfg.task == "eval" else analyze)(cfg, list(hydra_cfg.overrides.task))
             return None
-        return train(cfg)
+        result = train(cfg)
+        if rank_zero_only.rank == 0:
+            tell_where(output_dir, in_sweep)
+        return result
     except (NonFiniteLossError, DataError) as e:
         if in_sweep:
             raise  # the sweep records this job as failed (in its directory) and goes on with the others
@@ -90,4 +118,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    problem = unknown_option(sys.argv[1:])
+    if problem:  # Hydra's own message is a dozen lines; this one names the group and its options
+        print(f"config error: {problem}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)
     main()

@@ -10,8 +10,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from shunted_lab.config import CONF_DIR as CONF
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = str(ROOT / "conf")
+CONF_DIR = str(CONF)
 # Key listings of the official release files (published facts, kept in the repository: tests read nothing beside it).
 DATA_DIR = Path(__file__).resolve().parent / "data"
 

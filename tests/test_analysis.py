@@ -9,13 +9,13 @@ import torch
 from helpers import compose_cfg, read_metrics, write_image_folder
 from torch import nn
 
-from shunted_lab.analysis import attention_statistics
 from shunted_lab.analysis.cam import grad_cam
 from shunted_lab.analysis.erf import area_ratio, effective_receptive_fields, input_centre
 from shunted_lab.analysis.inputs import from_folder, from_split
-from shunted_lab.checkpoint_tasks import analyze
+from shunted_lab.analysis.suite import attention_statistics
+from shunted_lab.checkpoints.sources import architecture, find_sources, load_model
+from shunted_lab.checkpoints.tasks import analyze
 from shunted_lab.data import ShapesData
-from shunted_lab.trained import architecture, find_sources, load_model
 
 
 def test_erf_of_a_depthwise_conv_stack_is_its_receptive_field():

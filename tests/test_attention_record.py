@@ -5,7 +5,7 @@ import torch
 
 from shunted_lab.models import build_mixer
 from shunted_lab.models.attention import AttentionMap, record_attention
-from shunted_lab.models.mixers import ShiftedWindowAttention
+from shunted_lab.models.mixers.swin import ShiftedWindowAttention
 
 SETTINGS = dict(sr_ratio=4, window_size=4, shift=True)
 

@@ -3,6 +3,8 @@
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from helpers import ROOT
@@ -66,26 +68,30 @@ def test_bench_under_bf16_autocast(tmp_path):
     assert "bf16" in out.with_suffix(".md").read_text()
 
 
-def test_loop_overhead_alternates_bare_and_lightning_runs(tmp_path):
+@pytest.fixture(scope="module")
+def installed_copy(tmp_path_factory) -> Path:
+    """The package installed without -e (a wheel built from the checkout, into a folder of its own)."""
+    target = tmp_path_factory.mktemp("installed")
+    build = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    proc = subprocess.run([*build, "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return target
+
+
+def test_loop_overhead_alternates_bare_and_lightning_runs_from_an_installed_copy(installed_copy, tmp_path):
+    # From a non-editable install, in a folder outside the checkout: the recipe comes from the configs
+    # shipped inside the package, whatever the install mode.
     out = tmp_path / "loop.json"
-    argv = [
-        "--loop-overhead",
-        "--models",
-        "shunted_nano",
-        "--image-size",
-        "64",
-        "--batch-size",
-        "4",
-        "--warmup",
-        "1",
-        "--iters",
-        "3",
-        "--rounds",
-        "2",
-        "--out",
-        str(out),
-    ]
-    assert main(argv) == 0
+    argv = ["--loop-overhead", "--models", "shunted_nano", "--image-size", "64", "--batch-size", "4"]
+    argv += ["--warmup", "1", "--iters", "3", "--rounds", "2", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(installed_copy)}
+    where = "import shunted_lab.config as c; print(c.CONF_DIR)"
+    conf = subprocess.run([sys.executable, "-c", where], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert Path(conf.stdout.strip()).is_relative_to(installed_copy.resolve()), conf.stdout + conf.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "shunted_lab.bench", *argv], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     loop = json.loads(out.read_text())["loop"]
     assert len(loop["rounds"]["bare"]) == len(loop["rounds"]["lightning"]) == 2
     assert len(loop["lightning_vs_bare_per_round"]) == 2

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import ROOT, SHAPES_TINY, TINY, compose_cfg, read_metrics
+from helpers import CONF_DIR, ROOT, SHAPES_TINY, TINY, compose_cfg, read_metrics
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from shunted_lab.train import train
+from shunted_lab.training import train
 
 
 def tracked_files() -> list[Path]:
@@ -43,10 +43,12 @@ def test_the_readme_commands_run(tmp_path):
     assert setup_and_test == 'pip install -e ".[dev]" && pytest -q'
     install, command = setup_and_run.split(" && ")
     assert install == "pip install -e ." and command.startswith("python run.py ")
-    # The main job as quoted, on a tiny configuration (the install is this environment's).
+    # The main job as quoted, on a tiny configuration with the default loggers (W&B offline, as without
+    # a key); the install is this environment's.
     overrides = command.split()[2:]
-    tiny = [*TINY, "data.num_train=64", "data.num_val=32", "data.num_test=32", f"paths.root_dir={tmp_path}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    tiny = [o for o in TINY if not o.startswith("logger=")]
+    tiny += ["data.num_train=64", "data.num_val=32", "data.num_test=32", f"paths.root_dir={tmp_path}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"NETRC": str(tmp_path / "none")}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *overrides, *tiny, "hydra.run.dir=run"],
         capture_output=True,
@@ -57,10 +59,27 @@ def test_the_readme_commands_run(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "metrics.json").is_file()
+    # The console ends by saying where everything went, and passes on no library noise.
+    console = proc.stdout + proc.stderr
+    tail = proc.stdout.strip().splitlines()[-6:]  # Hydra logs to stdout; warnings go to stderr
+    assert tail[0].split(" - ", 1)[-1].startswith("done: val/top1 ") and "test/top1" in tail[0]
+    assert [line.split()[0] for line in tail[1:]] == ["run", "metrics", "best", "W&B", "compare"]
+    assert tail[2].split()[-1] == str(tmp_path / "run" / "metrics.json")
+    assert "python run.py -m attention=vit,pvt,swin,shunted" in tail[-1]
+    for noise in ("litlogger", "Trainer already configured", "anonymous setting", "LeafSpec", "Run history"):
+        assert noise not in console, noise
+
+
+def test_run_py_help_says_what_the_project_does():
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("shunted-lab: which token mixer")
+    assert "attention: pvt, shunted, swin, vit" in proc.stdout and "python run.py -m" in proc.stdout
+    assert "logs/runs/" in proc.stdout and len(proc.stdout.splitlines()) < 50  # not the whole config
 
 
 def test_the_ablation_experiment_fixes_its_sweep_directory(tmp_path):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["experiment=shapes_ablation"], return_hydra_config=True)
     sweep_dir = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["dir"]
     assert "${now:" not in sweep_dir and sweep_dir.endswith("/multirun/shapes_ablation")

@@ -9,12 +9,10 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from shunted_lab.models import FFNS, build_mixer
-from shunted_lab.models.mixers import (
-    GlobalAttention,
-    ShiftedWindowAttention,
-    ShuntedAttention,
-    SpatialReductionAttention,
-)
+from shunted_lab.models.mixers.pvt import SpatialReductionAttention
+from shunted_lab.models.mixers.shunted import ShuntedAttention
+from shunted_lab.models.mixers.swin import ShiftedWindowAttention
+from shunted_lab.models.mixers.vit import GlobalAttention
 from shunted_lab.models.reference import Attention as SeedAttention
 from shunted_lab.models.reference import Mlp as SeedMlp
 

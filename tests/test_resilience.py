@@ -14,10 +14,10 @@ import pytest
 import torch
 from helpers import ROOT, SHAPES_TINY, TINY, compose_cfg, image_folder_cfg, write_broken_image, write_image_folder
 
-from shunted_lab.callbacks import NonFiniteLossError
 from shunted_lab.config import ConfigError
 from shunted_lab.data import DataError
-from shunted_lab.train import train
+from shunted_lab.training import train
+from shunted_lab.training.callbacks import NonFiniteLossError
 
 
 def run_py(tmp_path: Path, *overrides: str, **kwargs) -> subprocess.Popen:
@@ -82,7 +82,7 @@ def test_a_kill_during_save_leaves_the_previous_checkpoint_whole(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, torch
-        from shunted_lab.checkpointing import AtomicCheckpointIO
+        from shunted_lab.training.checkpoint_io import AtomicCheckpointIO
         io = AtomicCheckpointIO()
         path = {str(tmp_path / "last.ckpt")!r}
         io.save_checkpoint({{"global_step": 1, "w": torch.ones(1000)}}, path)

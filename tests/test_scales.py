@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader
 
 from shunted_lab.config import ConfigError
 from shunted_lab.data import ShapesData
-from shunted_lab.module import ImageClassifier
-from shunted_lab.report import write_report
-from shunted_lab.train import train
+from shunted_lab.sweeps import write_report
+from shunted_lab.training import train
+from shunted_lab.training.module import ImageClassifier
 
 
 def sides(dataset, image_size):

@@ -22,13 +22,13 @@ from helpers import (
 )
 from omegaconf import OmegaConf
 
-from shunted_lab import report as report_module
-from shunted_lab.config import sweep_id_of
-from shunted_lab.module import ImageClassifier
-from shunted_lab.report import SweepReport
 from shunted_lab.report import main as report_main
-from shunted_lab.sweep_wandb import SUMMARY_TABLE, report_run_id
-from shunted_lab.train import train
+from shunted_lab.run_dirs import sweep_id_of
+from shunted_lab.sweeps import wandb_report as wandb_report_module
+from shunted_lab.sweeps.callback import SweepReport
+from shunted_lab.sweeps.wandb_run import SUMMARY_TABLE, report_run_id
+from shunted_lab.training import train
+from shunted_lab.training.module import ImageClassifier
 
 
 def multirun(tmp_path: Path, *overrides: str, sweep_dir: bool = True) -> subprocess.CompletedProcess:
@@ -204,7 +204,7 @@ def test_the_sweeps_wandb_report_offline_and_published_through_a_double(two_by_t
         view.id = view.id or "r1"
 
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)  # a key of the right form, never sent
-    monkeypatch.setattr(report_module, "log_sweep_summary", lambda *args: None)  # tested offline above
+    monkeypatch.setattr(wandb_report_module, "log_sweep_summary", lambda *args: None)  # tested offline above
     monkeypatch.setattr(wr.Report, "save", save)
     monkeypatch.setattr(wr.Report, "url", property(lambda r: f"https://wandb.test/{r.entity}/{r.id}"))
     monkeypatch.setattr(ws.Workspace, "save", lambda view: saved.append(view))
@@ -267,7 +267,7 @@ def test_report_command_on_a_saved_sweep(tmp_path, capsys):
 
 
 def test_the_reports_parallel_coordinates_name_the_logged_config_keys():
-    from shunted_lab.wandb_report import config_key
+    from shunted_lab.sweeps.wandb_report import config_key
 
     config = {"attention": {"name": "vit"}, "optim": {"lr": 1e-3}, "seed": 0}
     assert config_key("attention", config) == "attention.name"  # a group choice: its name

@@ -14,7 +14,7 @@ from helpers import ROOT, compose_cfg, image_folder_cfg, read_metrics, write_cif
 from shunted_lab.config import ConfigError
 from shunted_lab.data import ImageFolderData
 from shunted_lab.models import FFNS, MIXERS
-from shunted_lab.train import train
+from shunted_lab.training import train
 
 # One epoch over a few SHAPES batches: enough to write a checkpoint and its metrics.
 SMALL_RUN = ("data.num_train=128", "data.num_val=64", "data.num_test=64", "trainer.max_epochs=1")
@@ -187,22 +187,30 @@ def test_run_py_config_error_exits_non_zero_and_leaves_no_run_dir(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override,first_line",
+    "overrides,code,first_line",
     [
-        ("attention=transformer", "Could not find 'attention/transformer'"),
-        ("data.batchsize=32", "Could not override 'data.batchsize'."),
+        (
+            ["attention=transformer"],
+            2,
+            "config error: attention=transformer is not an option of attention; "
+            "expected one of ['pvt', 'shunted', 'swin', 'vit']",
+        ),
+        (["-m", "mlp=plain,dwconvv"], 2, "config error: mlp=dwconvv is not an option of mlp; expected one of"),
+        (["data.batchsize=32"], 1, "Could not override 'data.batchsize'."),  # Hydra's own message
     ],
 )
-def test_hydra_rejects_unknown_options_and_keys_before_running(tmp_path, override, first_line):
+def test_unknown_options_and_keys_are_refused_before_running(tmp_path, overrides, code, first_line):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), override, f"paths.root_dir={tmp_path}"],
+        [sys.executable, str(ROOT / "run.py"), *overrides, f"paths.root_dir={tmp_path}"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=300,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == code
     assert first_line in proc.stderr.strip().splitlines()[0]
+    if code == 2:
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line
     assert not (tmp_path / "logs").exists()
 
 

@@ -8,13 +8,13 @@ from helpers import compose_cfg, official_state_dict
 from hydra.utils import instantiate
 from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
 
-from shunted_lab.build import build_model
-from shunted_lab.checkpoint_tasks import evaluate
+from shunted_lab.checkpoints.sources import architecture, find_sources
+from shunted_lab.checkpoints.tasks import evaluate
 from shunted_lab.config import ConfigError, check_config
+from shunted_lab.models import build_model
 from shunted_lab.models.mixers.swin import resize_bias_table
-from shunted_lab.train import train
-from shunted_lab.trained import architecture, find_sources
-from shunted_lab.weights import read_state
+from shunted_lab.models.weights import read_state
+from shunted_lab.training import train
 
 
 def best_checkpoint(run_dir):

@@ -11,7 +11,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from shunted_lab.report import group_names, load_jobs
+from shunted_lab.sweeps import group_names, load_jobs
 
 MIXERS = ("vit", "pvt", "swin")
 

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from shunted_lab.report import group_names, load_jobs, summarize  # noqa: E402
+from shunted_lab.sweeps import group_names, load_jobs, summarize  # noqa: E402
 
 MIXERS = ("vit", "pvt", "swin", "shunted")
 FFNS = ("plain", "detail_specific")

@@ -1,51 +1,19 @@
-"""Rules a composed config must satisfy before anything trains or writes.
+"""Rules a composed config must satisfy before anything trains or writes, and the one-line errors
+that name what the user can fix.
 
 Each failure is one ConfigError line naming the key, the value and what is allowed.
 """
 
-import hashlib
-import os
 from pathlib import Path
 
+import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpointing import resolve_resume_path, unsafe_globals
+from .run_dirs import resolve_resume_path
 
-# conf/paths: the launch directory, resolvable before Hydra's runtime config exists (in the sweeper).
-OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
-
-AGENT_SWEEP_PREFIX = "wandb-"  # logs/multirun/wandb-<sweep id>: the directory of a W&B agent's sweep
-
-
-def agent_sweep_id() -> str | None:
-    """The W&B sweep whose agent started this process (`wandb agent` sets WANDB_SWEEP_ID), if any."""
-    return os.environ.get("WANDB_SWEEP_ID") or None
-
-
-def run_dir(log_dir: str, run: str, overrides: str) -> str:
-    """hydra.run.dir: logs/runs/<run>, or for a job a W&B agent started logs/multirun/wandb-<sweep id>/<its
-    overrides>: the same overrides find the same directory."""
-    sweep = agent_sweep_id()
-    if not sweep:
-        return f"{log_dir}/runs/{run}"
-    name = overrides.replace("/", "_") or "defaults"  # a path in a value must not nest directories
-    if len(name) > 120:
-        name = f"{name[:100]}-{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
-    return f"{log_dir}/multirun/{AGENT_SWEEP_PREFIX}{sweep}/{name}"
-
-
-OmegaConf.register_new_resolver("run_dir", run_dir, replace=True)
-
-
-def sweep_id_of(sweep_dir: Path) -> str:
-    """A sweep's id: a W&B agent's own, or the directory's name and a hash of its path (two machines
-    logging sweeps of one name to one W&B project keep them apart)."""
-    sweep_dir = Path(sweep_dir).resolve()
-    if sweep_dir.name.startswith(AGENT_SWEEP_PREFIX):
-        return sweep_dir.name.removeprefix(AGENT_SWEEP_PREFIX)
-    return f"{sweep_dir.name[:48]}-{hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:6]}"
-
-
+# The Hydra configs ship inside the package, so that an installed copy finds them as a checkout does.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 # A config file's way to demand a key from the command line where `???` cannot: an experiment's `???`
 # does not replace the value a group already gave (OmegaConf's merge keeps it).
 REQUIRED = "<required>"
@@ -55,6 +23,58 @@ PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true",
 
 class ConfigError(ValueError):
     """A mistake in the config (or in a file it names) that the user can fix."""
+
+
+def check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; expected one of {sorted(allowed)}")
+
+
+def user_step(key: str, build):
+    """Run a build step whose errors come from the user's config, as one ConfigError line naming `key`."""
+    try:
+        return build()
+    except InstantiationException as e:
+        raise ConfigError(f"{key}: {e.__cause__ or e}") from e
+    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError, TypeError) as e:
+        raise ConfigError(f"{key}: {e}") from e
+
+
+def error_line(error: BaseException) -> str:
+    """An error's own message in one line. One raised in a DataLoader worker arrives with the worker's
+    traceback in front of it: its message is then the last line."""
+    lines = str(error).strip().splitlines() or [""]
+    line = lines[-1] if "Original Traceback" in str(error) else lines[0]
+    return line.split(f"{type(error).__name__}: ", 1)[-1]
+
+
+def override_key(override: str) -> str:
+    """The key a command-line override sets: `+data.root=x` -> `data.root`, `~callbacks.x` -> `callbacks.x`."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def override_value(override: str) -> str:
+    return override.partition("=")[2]
+
+
+def unknown_option(overrides: list[str], conf_dir: Path = CONF_DIR) -> str | None:
+    """One line naming the group and its options when a `group=option` override (a sweep's comma list
+    too) names no option of one of our config groups, else None. Other sweep syntax, Hydra's own
+    groups and configs from other search paths are left to Hydra."""
+    if any(override_key(o) == "hydra.searchpath" for o in overrides):
+        return None
+    for override in overrides:
+        key, value = override_key(override), override_value(override)
+        group = conf_dir / key
+        if override.startswith(("-", "~")) or "=" not in override or key.startswith("hydra") or not group.is_dir():
+            continue
+        if any(c in value for c in "()[]{}*"):
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        for choice in value.split(","):
+            if choice not in options and choice != "null":
+                return f"{key}={choice} is not an option of {key}; expected one of {options}"
+    return None
 
 
 def _int(v) -> bool:
@@ -139,3 +159,19 @@ def check_checkpoint_file(key: str, path) -> None:
             f"{key}={str(path)!r} would import {refused} when loaded; refusing it (only plain tensors and "
             "containers load, weights_only)"
         )
+
+
+# Official training checkpoints keep their command line as an argparse.Namespace: data, no code.
+ALLOWED_GLOBALS = {"argparse.Namespace"}
+
+
+def unsafe_globals(path: str | Path) -> list[str]:
+    """Names a checkpoint would import when unpickled that `weights_only` loading refuses (bar ALLOWED_GLOBALS).
+
+    Raises ValueError when the file is not a readable PyTorch checkpoint.
+    """
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as e:  # a truncated zip, not a checkpoint at all, ...
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    return [name for name in found if name not in ALLOWED_GLOBALS]

@@ -9,12 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-
-def displayable(image: torch.Tensor) -> np.ndarray:
-    """A normalized (3, H, W) image stretched to [0, 1], HWC."""
-    image = image.float()
-    image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-12)
-    return image.permute(1, 2, 0).numpy()
+from ..data.base import displayable  # noqa: E402
 
 
 def attention_figure(image: torch.Tensor, query: tuple[float, float], stages: list[list[dict]], path: Path) -> None:

@@ -30,7 +30,7 @@ def from_split(datamodule, split: str, num_images: int) -> AnalysisInputs:
     items = [dataset[i] for i in range(n)]  # (image, label) or (image, label, group)
     images, labels = torch.stack([item[0] for item in items]), [item[1] for item in items]
     objects = getattr(dataset, "objects", None)
-    names = getattr(datamodule, "class_names", None) or getattr(dataset, "classes", None)
+    names = datamodule.class_names
     if objects is not None:
         return AnalysisInputs(images, torch.tensor(labels), objects[:n, :2].clone(), "object centre", names)
     return AnalysisInputs(images, torch.tensor(labels), centre_queries(n, images.shape[-2:]), "image centre", names)
@@ -55,7 +55,7 @@ def from_folder(folder: Path, datamodule, num_images: int) -> AnalysisInputs:
             image = transform(v2.functional.pil_to_tensor(picture))
         images.append(image)
     images = torch.stack(images)
-    names = getattr(datamodule, "class_names", None) or getattr(datamodule.val_set, "classes", None)
+    names = datamodule.class_names
     return AnalysisInputs(
         images, torch.full((len(files),), -1), centre_queries(len(files), images.shape[-2:]), "image centre", names
     )

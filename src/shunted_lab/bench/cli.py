@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..files import write_json, write_text
 from ..models.reference import PRESETS
 from .loop import loop_overhead
 from .measure import (
@@ -34,6 +35,15 @@ from .measure import (
     summarise,
 )
 from .tables import add_comparisons, label, markdown
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's default shown (flags and unset options have none), and the examples kept as written."""
+
+    def _get_help_string(self, action) -> str:
+        if action.default in (None, False, "", argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return f"{action.help} (default: %(default)s)"
 
 
 def entries(args) -> list[dict]:
@@ -67,16 +77,31 @@ def entries(args) -> list[dict]:
     return out
 
 
+EXAMPLES = """examples:
+  python -m shunted_lab.bench --models shunted_nano --image-size 64 --attention shunted,pvt,swin,vit
+  python -m shunted_lab.bench --models shunted_s --reference --peers pvt_v2_b2 --batch-size 8
+  python -m shunted_lab.bench --device cuda --precision bf16 --batch-size 64 --modes eager,cudagraphs --profile
+  python -m shunted_lab.bench --loop-overhead --models shunted_nano --image-size 64 --batch-size 128
+
+Results: --out (JSON) and the same name with .md; benchmarks/README.md lists the committed ones."""
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m shunted_lab.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m shunted_lab.bench",
+        description=__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
 
     def csv_list(s: str) -> list[str]:
         return [v for v in s.split(",") if v]
 
-    p.add_argument("--models", type=csv_list, default=["shunted_s"], help="our presets, comma-separated")
-    p.add_argument("--attention", type=csv_list, default=["shunted"], help="vit,pvt,swin,shunted")
-    p.add_argument("--mlp", type=csv_list, default=["detail_specific"], help="plain,detail_specific,dwconv")
-    p.add_argument("--peers", type=csv_list, default=[], help="timm model names, random weights")
+    # String defaults go through `type` like the command line's values: the help shows them as typed.
+    p.add_argument("--models", type=csv_list, default="shunted_s", help="our presets, comma-separated")
+    p.add_argument("--attention", type=csv_list, default="shunted", help="mixers: vit,pvt,swin,shunted")
+    p.add_argument("--mlp", type=csv_list, default="detail_specific", help="FFNs: plain,detail_specific,dwconv")
+    p.add_argument("--peers", type=csv_list, default="", help="timm model names, random weights")
     p.add_argument(
         "--cpu-chunk-mib",
         type=lambda s: [float(v) for v in csv_list(s)],
@@ -90,22 +115,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="on: our FFNs recompute their hidden tensors in backward (the model's ffn_recompute)",
     )
     p.add_argument("--reference", action="store_true", help="add the published formulation with shared weights")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--batch-size", type=int, default=8, help="images per step")
+    p.add_argument("--image-size", type=int, default=224, help="input side in pixels (square)")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help="fp32, or autocast to bf16/fp16")
+    p.add_argument("--channels-last", action="store_true", help="inputs and weights in channels-last memory format")
     p.add_argument(
         "--modes",
         type=csv_list,
-        default=["eager"],
+        default="eager",
         help="how our models run: eager, compile (every block, regionally), cudagraphs (compiled blocks in CUDA "
         "graphs, torch.compile's reduce-overhead); the reference and peers run eager",
     )
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled modes")
     p.add_argument("--profile", action="store_true", help="per entry: GPU busy share and kernel launches per step")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (compilation happens here)")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations per round; the median is reported")
     p.add_argument("--rounds", type=int, default=3, help="entries measured in turn, this many times each")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON output; the markdown goes beside it")
@@ -139,9 +164,8 @@ def main(argv: list[str]) -> int:
         return 0
     if args.loop_overhead:
         result = loop_overhead(args)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(vars(args), out=str(args.out), torch=torch.__version__)
-        args.out.write_text(json.dumps(dict(meta=meta, loop=result), indent=2))
+        write_json(args.out, dict(meta=meta, loop=result))
         print(json.dumps(result, indent=2))
         return 0
     device = torch.device(args.device)
@@ -170,9 +194,8 @@ def main(argv: list[str]) -> int:
         vars(args), out=str(args.out), device_name=name, peak_tflops=peak, peak_kind=peak_kind, torch=torch.__version__
     )
     meta.pop("entry")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    write_json(args.out, {"meta": meta, "results": results})
     table = markdown(results, meta)
-    args.out.with_suffix(".md").write_text(table)
+    write_text(args.out.with_suffix(".md"), table)
     print(table)
     return 0

@@ -2,17 +2,17 @@
 
 import statistics
 import time
-from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from ..config import CONF_DIR
 from .measure import COMPILE_MODES, PRECISIONS, sync
 
 # The training recipe of a default run (the module has no defaults of its own).
-OPTIM_DEFAULTS = Path(__file__).resolve().parents[3] / "conf" / "optim" / "default.yaml"
+OPTIM_DEFAULTS = CONF_DIR / "optim" / "default.yaml"
 
 
 def loop_overhead(args) -> dict:
@@ -22,9 +22,9 @@ def loop_overhead(args) -> dict:
     `--models` at `--image-size`, in the last of `--modes`."""
     import lightning as L
 
-    from ..callbacks import TrainThroughput
     from ..data import ShapesData
-    from ..module import ImageClassifier
+    from ..training.callbacks import TrainThroughput
+    from ..training.module import ImageClassifier
 
     device, mode = torch.device(args.device), args.modes[-1]
     data = ShapesData(

@@ -7,11 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def check_choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; expected one of {sorted(allowed)}")
-
-
 def head_dim(dim: int, num_heads: int) -> int:
     if num_heads < 1 or dim % num_heads:
         raise ValueError(f"num_heads={num_heads} must be >= 1 and divide dim={dim}")

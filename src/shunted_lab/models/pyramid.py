@@ -19,8 +19,9 @@ from timm.models._features_fx import register_notrace_module
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..config import check_choice
 from .ffn import FFNS
-from .layers import DropPath, check_choice, resolve_variant, to_tokens
+from .layers import DropPath, resolve_variant, to_tokens
 from .mixers import build_mixer
 
 BLOCK_NORM_EPS = 1e-6  # inside blocks and after each stage; stem and patch embeddings keep 1e-5

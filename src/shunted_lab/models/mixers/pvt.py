@@ -10,33 +10,21 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..attention import AttentionMap, RecordableAttention
-from ..layers import check_map_size, head_dim, merge_heads, split_heads, to_map, to_tokens
+from ..attention import AttentionMap
+from ..layers import check_map_size, merge_heads, split_heads, to_map, to_tokens
+from .base import TokenMixer, register_mixer
 
 
-class SpatialReductionAttention(RecordableAttention):
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        sr_ratio: int = 1,
-        linear: bool = False,
-    ):
-        super().__init__()
-        head_dim(dim, num_heads)
+@register_mixer("pvt")
+class SpatialReductionAttention(TokenMixer):
+    projections = "q_kv"
+
+    def __init__(self, dim: int, num_heads: int, sr_ratio: int = 1, linear: bool = False, **options):
+        super().__init__(dim, num_heads, **options)
         if not isinstance(sr_ratio, int) or sr_ratio < 1:
             raise ValueError(f"sr_ratio={sr_ratio!r} is not allowed for pvt attention; expected an integer >= 1")
-        self.num_heads = num_heads
-        self.attn_drop = attn_drop
         self.sr_ratio = 1 if linear else sr_ratio
         self.linear = linear
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
         if linear:
             self.pool = nn.AdaptiveAvgPool2d(7)
             self.sr = nn.Conv2d(dim, dim, 1)

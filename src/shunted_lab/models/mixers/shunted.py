@@ -15,22 +15,17 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..attention import AttentionMap, RecordableAttention
-from ..layers import check_map_size, conv_plus_input, head_dim, split_heads, to_map, to_tokens
+from ..attention import AttentionMap
+from ..layers import check_map_size, conv_plus_input, split_heads, to_map, to_tokens
+from .base import TokenMixer, register_mixer
 
 
-class ShuntedAttention(RecordableAttention):
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        sr_ratio: int = 1,
-    ):
-        super().__init__()
-        head_dim(dim, num_heads)
+@register_mixer("shunted")
+class ShuntedAttention(TokenMixer):
+    projections = "q"  # keys and values come from each scale's own aggregation, below
+
+    def __init__(self, dim: int, num_heads: int, sr_ratio: int = 1, qkv_bias: bool = True, **options):
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, **options)
         if not isinstance(sr_ratio, int) or not (sr_ratio == 1 or (sr_ratio >= 2 and sr_ratio % 2 == 0)):
             raise ValueError(
                 f"sr_ratio={sr_ratio!r} is not allowed for shunted attention; expected 1 or an even integer >= 2"
@@ -40,12 +35,7 @@ class ShuntedAttention(RecordableAttention):
                 f"num_heads={num_heads} is not allowed for shunted attention with sr_ratio={sr_ratio}; "
                 "expected an even number (the heads split into two scales)"
             )
-        self.num_heads = num_heads
         self.sr_ratio = sr_ratio
-        self.attn_drop = attn_drop
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
         if sr_ratio > 1:
             self.act = nn.GELU()
             self.sr1 = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)

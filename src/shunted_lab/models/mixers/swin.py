@@ -5,8 +5,13 @@ information crosses window borders from one block to the next.
 Maps that are not a multiple of the window are padded at the bottom/right; padded tokens are
 masked out as keys (a padded query still sees itself, so no softmax row is empty). Shifting is
 skipped when one window already covers a side of the map, as in Swin.
+
+Loading weights trained with another window (another resolution) resamples the bias tables to this
+module's window (`_load_from_state_dict`, resize_bias_table): the only weight of any mixer that
+depends on the resolution.
 """
 
+import logging
 from functools import partial
 
 import torch
@@ -14,8 +19,10 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
-from ..attention import AttentionMap, RecordableAttention, explicit_attention
-from ..layers import head_dim
+from ..attention import AttentionMap, explicit_attention
+from .base import TokenMixer, register_mixer
+
+log = logging.getLogger(__name__)
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -45,31 +52,27 @@ def partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.reshape(B, -1, window * window, C)
 
 
-class ShiftedWindowAttention(RecordableAttention):
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        window_size: int = 7,
-        shift: bool = False,
-    ):
-        super().__init__()
-        head_dim(dim, num_heads)
+@register_mixer("swin")
+class ShiftedWindowAttention(TokenMixer):
+    projections = "qkv"
+
+    def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift: bool = False, **options):
+        super().__init__(dim, num_heads, **options)
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f"window_size={window_size!r} is not allowed for swin attention; expected an integer >= 1")
-        self.num_heads = num_heads
         self.window_size = window_size
         self.shift = shift
-        self.attn_drop = attn_drop
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        key = prefix + "relative_position_bias_table"
+        table, want = state_dict.get(key), self.relative_position_bias_table.shape
+        if table is not None and table.shape != want and table.ndim == 2 and table.shape[1] == want[1]:
+            log.info("%s: %d offsets resized to window %d", key, len(table), self.window_size)
+            state_dict[key] = resize_bias_table(table, self.window_size)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def attention_bias(self, hw: tuple[int, int], padded: tuple[int, int], shift: int) -> torch.Tensor:
         """(1, windows * heads, L, L): relative position bias plus -inf where a query must not see a key."""

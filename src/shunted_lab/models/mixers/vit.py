@@ -3,21 +3,15 @@
 from functools import partial
 
 import torch
-from torch import nn
 
-from ..attention import AttentionMap, RecordableAttention
-from ..layers import head_dim, merge_heads
+from ..attention import AttentionMap
+from ..layers import merge_heads
+from .base import TokenMixer, register_mixer
 
 
-class GlobalAttention(RecordableAttention):
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
-        super().__init__()
-        head_dim(dim, num_heads)
-        self.num_heads = num_heads
-        self.attn_drop = attn_drop
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+@register_mixer("vit")
+class GlobalAttention(TokenMixer):
+    projections = "qkv"
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         B, N, C = x.shape

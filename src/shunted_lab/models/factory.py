@@ -1,5 +1,6 @@
 """The network a config describes: model preset, token mixer and FFN (conf/model, attention, mlp),
-starting from `model.checkpoint` when it names one (fine-tuning: weights.py adapts it)."""
+starting from `model.checkpoint` when it names one (fine-tuning: weights.py adapts it).
+The presets are timm entry points (pyramid.py), which importing this package registers."""
 
 import timm
 from omegaconf import DictConfig, OmegaConf

@@ -9,23 +9,12 @@ as far as the checkpoint.
 """
 
 import csv
-import logging
-import netrc
-import os
 from pathlib import Path
-from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
-
-from .predictions import Predictions
-
-log = logging.getLogger(__name__)
-
-# W&B tables hold 10,000 rows, and a confusion matrix is a row per (true, predicted) pair of classes.
-CONFUSION_MATRIX_MAX_CLASSES = 100
 
 
 class AppendingExperimentWriter(ExperimentWriter):
@@ -56,22 +45,6 @@ class CSVLogger(LightningCSVLogger):
         self.save()
 
 
-def wandb_offline(configured: bool) -> bool:
-    """Whether a W&B run goes offline: no key means no prompt, ever; the user runs `wandb sync` later.
-    WANDB_MODE, when set, decides instead (wandb reads it)."""
-    return configured or (not os.environ.get("WANDB_MODE") and not wandb_has_credentials())
-
-
-def wandb_has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return False
-
-
 class WandbLogger(LightningWandbLogger):
     """Lightning's WandbLogger, whose run also gets, at the end of fit (`log_fit_end`), the best
     checkpoint as a model artifact (`log_model`), a table of validation predictions and a confusion matrix.
@@ -84,44 +57,22 @@ class WandbLogger(LightningWandbLogger):
     def __init__(self, *args, log_model: bool = False, predictions: int = 32, confusion_matrix: bool = True, **kw):
         if kw.get("offline"):  # Lightning says so through WANDB_MODE, which wandb reads once per process
             kw["mode"] = "offline"
+        # W&B's own end-of-run history and summary would bury the run's last lines (run.py says where it wrote).
+        kw.setdefault("settings", {"quiet": True})
         super().__init__(*args, log_model=False, **kw)
+        self._wandb_init.pop("anonymous")  # Lightning passes it, and wandb warns that it has no effect
         self.upload_best_checkpoint = log_model
         self.num_predictions = predictions
         self.log_confusion_matrix = confusion_matrix
 
-    def log_fit_end(self, predictions: Predictions | None, best_checkpoint: str, metadata: dict) -> None:
+    def log_fit_end(self, media: dict, best_checkpoint: str, metadata: dict) -> None:
+        """The best checkpoint's validation `media` (predictions.wandb_media), and the checkpoint as an artifact."""
         import wandb
 
         run = self.experiment
-        if predictions is not None and self.num_predictions:
-            run.log({"val/predictions": predictions_table(predictions, self.num_predictions)})
-        classes = len(predictions.class_names) if predictions is not None else 0
-        if classes > CONFUSION_MATRIX_MAX_CLASSES and self.log_confusion_matrix:
-            log.info("no confusion matrix: %d classes (at most %d)", classes, CONFUSION_MATRIX_MAX_CLASSES)
-        elif classes and self.log_confusion_matrix:  # the predictions cover the whole split then (train.py)
-            matrix = wandb.plot.confusion_matrix(
-                y_true=predictions.labels.tolist(),
-                preds=predictions.predicted.tolist(),
-                class_names=predictions.class_names,
-                title="validation confusion matrix (best checkpoint)",
-            )
-            run.log({"val/confusion_matrix": matrix})
+        if media:
+            run.log(media)
         if self.upload_best_checkpoint and best_checkpoint:
             artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata=metadata)
             artifact.add_file(best_checkpoint, name=Path(best_checkpoint).name)
             run.log_artifact(artifact, aliases=["best", "latest"])
-
-
-def predictions_table(predictions: Predictions, count: int):
-    """The first `count` validation images with label, prediction and confidence (and group, if any)."""
-    import wandb
-
-    names, groups = predictions.class_names, predictions.group_names
-    columns = ["image", "label", "prediction", "confidence", "correct"] + (["group"] if groups else [])
-    rows = []
-    for i in range(min(count, len(predictions.images))):
-        label, predicted = int(predictions.labels[i]), int(predictions.predicted[i])
-        row = [wandb.Image(predictions.images[i]), names[label], names[predicted]]
-        row += [float(predictions.confidence[i]), label == predicted]
-        rows.append(row + ([groups[int(predictions.groups[i])]] if groups else []))
-    return wandb.Table(columns=columns, data=rows)

@@ -12,9 +12,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .build import build_model, describe
-from .train import user_step
-from .weights import load_weights
+from ..config import override_key, user_step
+from ..models import build_model, describe
+from ..models.weights import load_weights
+from ..run_dirs import CHECKPOINT_DIR, METRICS_FILE, last_checkpoint
 
 ARCHITECTURE = ("model", "attention", "mlp")
 RESOLUTION_KEY = "model.window_sizes"  # the one architecture key that may follow the evaluation's resolution
@@ -30,7 +31,7 @@ class Source:
 
 def run_config(run_dir: Path) -> dict | None:
     """The run's resolved config from metrics.json, else Hydra's record of it."""
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         return json.loads(metrics.read_text())["config"]
     hydra_config = run_dir / ".hydra" / "config.yaml"
@@ -39,16 +40,16 @@ def run_config(run_dir: Path) -> dict | None:
 
 def run_checkpoint(run_dir: Path) -> Path | None:
     """The best checkpoint metrics.json names (found in this directory, wherever it was written), else last.ckpt."""
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / METRICS_FILE
     best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
-    for candidate in (best and run_dir / "checkpoints" / Path(best).name, run_dir / "checkpoints" / "last.ckpt"):
+    for candidate in (best and run_dir / CHECKPOINT_DIR / Path(best).name, last_checkpoint(run_dir)):
         if candidate and candidate.is_file():
             return candidate
     return None
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / ".hydra").is_dir() or (path / "checkpoints").is_dir()
+    return (path / ".hydra").is_dir() or (path / CHECKPOINT_DIR).is_dir()
 
 
 def find_sources(path: str | Path) -> list[Source]:
@@ -70,10 +71,10 @@ def find_sources(path: str | Path) -> list[Source]:
 
 def architecture(source: Source, cfg: DictConfig, overrides: list[str] = ()) -> DictConfig:
     """model/attention/mlp of the run that wrote the checkpoint, else of `cfg`; a `model.window_sizes`
-    the command line names goes on top (a new resolution's windows: weights.py resizes the tables)."""
+    the command line names goes on top (a new resolution's windows: swin resizes its tables when loading)."""
     chosen = source.run_config or OmegaConf.to_container(cfg, resolve=True)
     arch = OmegaConf.create({k: chosen[k] for k in ARCHITECTURE})
-    if RESOLUTION_KEY in (o.lstrip("+").split("=", 1)[0] for o in overrides):
+    if RESOLUTION_KEY in map(override_key, overrides):
         OmegaConf.update(arch, RESOLUTION_KEY, OmegaConf.select(cfg, RESOLUTION_KEY), force_add=True)
     return arch
 

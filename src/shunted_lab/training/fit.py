@@ -1,49 +1,36 @@
 """One training job from a composed config: build -> fit -> validate/test the best checkpoint -> metrics.json."""
 
-import json
 import logging
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import lightning as L
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from .analysis import analyze_configured
-from .build import build_model
+from ..analysis import analyze_configured
+from ..config import check_config, user_step
+from ..data import ImageClassificationData
+from ..files import write_json, write_text
+from ..models import build_model
+from ..models.stats import count_gmacs, count_params
+from ..run_dirs import METRICS_FILE, WANDB_ID_FILE, resolve_resume_path
 from .callbacks import ModelSummary, TrainThroughput
-from .checkpointing import AtomicCheckpointIO, resolve_resume_path
-from .config import ConfigError, check_config
-from .data import ImageClassificationData
-from .loggers import CONFUSION_MATRIX_MAX_CLASSES, wandb_offline
+from .checkpoint_io import AtomicCheckpointIO
+from .console import quiet_libraries
 from .loggers import WandbLogger as LabWandbLogger
-from .models.stats import count_gmacs, count_params
 from .module import ImageClassifier
-from .predictions import predict_split
-from .sweep_wandb import sweep_tag
+from .predictions import CONFUSION_MATRIX_MAX_CLASSES, predict_split, wandb_media
+from .run_loggers import build_loggers, close_loggers, log_analysis
 
 log = logging.getLogger(__name__)
-
-WANDB_ID_FILE = "wandb_run_id"
-
-
-def user_step(key: str, build):
-    """Run a build step whose errors come from the user's config, as one ConfigError line."""
-    try:
-        return build()
-    except InstantiationException as e:
-        raise ConfigError(f"{key}: {e.__cause__ or e}") from e
-    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError, TypeError) as e:
-        raise ConfigError(f"{key}: {e}") from e
 
 
 def git_commit() -> dict | None:
     """The commit of this code and whether tracked files differ from it; None outside a git checkout."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
@@ -54,31 +41,9 @@ def git_commit() -> dict | None:
     return {"commit": commit.stdout.strip(), "dirty": dirty.returncode != 0}
 
 
-def build_loggers(cfg: DictConfig) -> list:
-    loggers = []
-    for logger_cfg in (cfg.get("logger") or {}).values():
-        logger_cfg = OmegaConf.to_container(logger_cfg, resolve=True)
-        if logger_cfg["_target_"].endswith("WandbLogger"):
-            logger_cfg["offline"] = wandb_offline(logger_cfg["offline"])
-            id_file = Path(cfg.paths.output_dir) / WANDB_ID_FILE
-            if logger_cfg["id"] is None and id_file.is_file():  # a resumed run continues its W&B run
-                logger_cfg.update(id=id_file.read_text().strip(), resume="allow")
-            if logger_cfg.get("log_model") is None:  # a sweep would upload every job's checkpoint
-                logger_cfg["log_model"] = cfg.get("sweep_id") is None
-            if cfg.get("sweep_id") is not None:
-                logger_cfg["tags"] = [*logger_cfg["tags"], sweep_tag(cfg.sweep_id)]
-        loggers.append(instantiate(logger_cfg))
-    return loggers
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def train(cfg: DictConfig) -> float:
     start = time.perf_counter()
+    quiet_libraries()
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageClassificationData = user_step("data", lambda: instantiate(cfg.data))
@@ -114,24 +79,6 @@ def train(cfg: DictConfig) -> float:
     return metrics[cfg.optimized_metric]
 
 
-def close_loggers(loggers: list, succeeded: bool) -> None:
-    for logger in loggers:
-        logger.finalize("success" if succeeded else "failed")
-    if any(isinstance(lg, WandbLogger) for lg in loggers):
-        import wandb
-
-        wandb.finish(exit_code=0 if succeeded else 1)  # W&B marks the run failed
-
-
-def log_analysis(loggers: list, result: dict, out: Path, prefix: str = "analysis") -> None:
-    """The analysis's summary as metrics and, on W&B, its figures as images."""
-    for logger in loggers:
-        logger.log_metrics({f"{prefix}/{k}": v for k, v in result["summary"].items()})
-        if isinstance(logger, WandbLogger):
-            for name in result["figures"]:
-                logger.log_image(key=f"{prefix}/{Path(name).stem}", images=[str(out / name)])
-
-
 def log_fit_end(loggers: list, module, datamodule, metrics: dict) -> None:
     """The run's numbers into its W&B summary (panels compare runs by them), then the best checkpoint's
     validation predictions, confusion matrix and artifact (loggers.WandbLogger)."""
@@ -142,12 +89,13 @@ def log_fit_end(loggers: list, module, datamodule, metrics: dict) -> None:
         if not isinstance(logger, LabWandbLogger):
             continue
         whole = logger.log_confusion_matrix and datamodule.num_classes <= CONFUSION_MATRIX_MAX_CLASSES
-        predictions = None
+        media = {}
         if whole or logger.num_predictions:
             batch = datamodule.batch_size
             predictions = predict_split(module.model, datamodule, batch, logger.num_predictions, whole=whole)
+            media = wandb_media(predictions, logger.num_predictions, logger.log_confusion_matrix)
         metadata = {k: metrics[k] for k in ("model", "attention", "mlp", "data", "seed", "val/top1", "test/top1")}
-        logger.log_fit_end(predictions, metrics["best_checkpoint"], {**metadata, "git": metrics["git"]})
+        logger.log_fit_end(media, metrics["best_checkpoint"], {**metadata, "git": metrics["git"]})
         log.info("W&B end of fit (predictions, confusion matrix, artifact): %.1f s", time.perf_counter() - start)
 
 
@@ -165,7 +113,7 @@ def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             run = logger.experiment
             run.summary.update(summary)
-            (Path(cfg.paths.output_dir) / WANDB_ID_FILE).write_text(run.id)
+            write_text(Path(cfg.paths.output_dir) / WANDB_ID_FILE, run.id)
             wandb_run = dict(id=run.id, name=run.name, group=run.group, job_type=run.job_type, tags=list(run.tags))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg.ckpt_path, cfg.paths.output_dir))
@@ -201,6 +149,5 @@ def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary
     if cfg.compile and metrics["train/first_step_s"] is not None:
         log.info("first training step (compilation included): %.1f s", metrics["train/first_step_s"])
     if trainer.is_global_zero:
-        write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-        log.info("val/top1 %.4f test/top1 %.4f (%s)", metrics["val/top1"], metrics["test/top1"], cfg.run_name)
+        write_json(Path(cfg.paths.output_dir) / METRICS_FILE, metrics)
     return metrics

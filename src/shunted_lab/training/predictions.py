@@ -1,5 +1,6 @@
-"""A trained model's predictions on the validation split, for the loggers' table and confusion matrix."""
+"""A trained model's predictions on the validation split, and the W&B table and confusion matrix made of them."""
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -7,7 +8,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .analysis.figures import displayable
+from ..data.base import displayable
+
+log = logging.getLogger(__name__)
+
+# W&B tables hold 10,000 rows, and a confusion matrix is a row per (true, predicted) pair of classes.
+CONFUSION_MATRIX_MAX_CLASSES = 100
 
 
 @dataclass
@@ -46,13 +52,45 @@ def predict_split(model: nn.Module, datamodule, batch_size: int, keep_images: in
         for image in x[: keep_images - len(images)]:
             images.append((displayable(image) * 255).round().astype(np.uint8))
     model.train(was_training).to(home)
-    names = getattr(datamodule, "class_names", None) or getattr(dataset, "classes", None)
     return Predictions(
         labels=torch.cat(labels),
         predicted=torch.cat(predicted),
         confidence=torch.cat(confidence),
         groups=torch.cat(groups) if groups else None,
         images=images,
-        class_names=list(names) if names else [str(i) for i in range(datamodule.num_classes)],
+        class_names=list(datamodule.class_names),
         group_names=datamodule.group_names if groups else None,
     )
+
+
+def predictions_table(predictions: Predictions, count: int):
+    """The first `count` validation images with label, prediction and confidence (and group, if any)."""
+    import wandb
+
+    names, groups = predictions.class_names, predictions.group_names
+    columns = ["image", "label", "prediction", "confidence", "correct"] + (["group"] if groups else [])
+    rows = []
+    for i in range(min(count, len(predictions.images))):
+        label, predicted = int(predictions.labels[i]), int(predictions.predicted[i])
+        row = [wandb.Image(predictions.images[i]), names[label], names[predicted]]
+        row += [float(predictions.confidence[i]), label == predicted]
+        rows.append(row + ([groups[int(predictions.groups[i])]] if groups else []))
+    return wandb.Table(columns=columns, data=rows)
+
+
+def wandb_media(predictions: Predictions, count: int, confusion_matrix: bool) -> dict:
+    """{"val/predictions": the first `count` as a table, "val/confusion_matrix": over the whole split}, as asked."""
+    import wandb
+
+    media = {"val/predictions": predictions_table(predictions, count)} if count else {}
+    classes = len(predictions.class_names)
+    if confusion_matrix and classes > CONFUSION_MATRIX_MAX_CLASSES:
+        log.info("no confusion matrix: %d classes (at most %d)", classes, CONFUSION_MATRIX_MAX_CLASSES)
+    elif confusion_matrix:  # the predictions cover the whole split then (fit.log_fit_end)
+        media["val/confusion_matrix"] = wandb.plot.confusion_matrix(
+            y_true=predictions.labels.tolist(),
+            preds=predictions.predicted.tolist(),
+            class_names=predictions.class_names,
+            title="validation confusion matrix (best checkpoint)",
+        )
+    return media

@@ -2,9 +2,9 @@
 official release files, adapted to the model's resolution and class count where that is well defined.
 
 - Official keys (patch_embedN / blockN.i / normN) are mapped as the timm entry point maps them.
-- Swin's relative-position bias tables are resampled when the model's window differs from the
-  checkpoint's (mixers/swin.py: resize_bias_table). No other weight depends on the resolution: the
-  stems and the pvt/shunted aggregations are convolutions, and no mixer has an absolute position
+- A weight that depends on the resolution is the mixer's to adapt, in its own `_load_from_state_dict`
+  (swin resamples its relative-position bias tables to its window). No other weight depends on it:
+  the stems and the pvt/shunted aggregations are convolutions, and no mixer has an absolute position
   embedding. Shunted's rates apply to any map with the official floor rounding (mixers/shunted.py).
 - The classifier is kept when the class counts agree. Otherwise evaluation refuses the file, and
   fine-tuning (`new_head=True`) leaves the model's freshly initialised head in place.
@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import ConfigError, check_checkpoint_file
-from .models.mixers.swin import resize_bias_table
-from .models.pyramid import checkpoint_filter_fn
+from ..config import ConfigError, check_checkpoint_file
+from .pyramid import checkpoint_filter_fn
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +36,13 @@ def read_state(path: str | Path, key: str) -> tuple[dict, bool]:
     return state, False
 
 
-def state_mismatch(expected: dict, found: dict) -> str:
-    """'' when the keys and shapes agree, else what differs, with examples."""
+def state_mismatch(expected: dict, found: dict, shapes: bool = True) -> str:
+    """'' when the keys (and with `shapes`, their shapes) agree, else what differs, with examples."""
     parts = []
     for what, keys in (
         ("missing", [k for k in expected if k not in found]),
         ("unexpected", [k for k in found if k not in expected]),
-        ("of another shape", [k for k in expected if k in found and expected[k].shape != found[k].shape]),
+        ("of another shape", [k for k in expected if shapes and k in found and expected[k].shape != found[k].shape]),
     ):
         if keys:
             parts.append(f"{len(keys)} keys {what} (e.g. {', '.join(keys[:2])})")
@@ -70,14 +69,11 @@ def load_weights(model: nn.Module, path: str | Path, key: str, describe: str, ne
     if new_classes:
         log.info("%s: %d classes, the data %d: the head starts fresh", where, head.shape[0], len(expected["head.bias"]))
         state = {k: v for k, v in state.items() if k not in HEAD} | {k: expected[k] for k in HEAD}
-    for name, table in state.items():
-        if name.endswith("relative_position_bias_table") and name in expected:
-            want = expected[name].shape
-            if table.shape != want and table.shape[1] == want[1]:
-                window = model.get_submodule(name.rsplit(".", 1)[0]).window_size
-                log.info("%s: %s resized to window %d", where, name, window)
-                state[name] = resize_bias_table(table, window)
-    mismatch = state_mismatch(expected, state)
+    advice = "name the variant it was trained as"
+    mismatch = state_mismatch(expected, state, shapes=False)
     if mismatch:
-        raise ConfigError(f"{where} does not fit {describe}: {mismatch}; name the variant it was trained as")
-    model.load_state_dict(state)
+        raise ConfigError(f"{where} does not fit {describe}: {mismatch}; {advice}")
+    try:  # a mixer adapts what depends on the resolution in its load hook; any other shape is refused
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ConfigError(f"{where} does not fit {describe}: {state_mismatch(expected, state)}; {advice}") from e

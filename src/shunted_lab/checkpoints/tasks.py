@@ -1,6 +1,6 @@
 """Tasks on trained checkpoints, without training: `python run.py task=eval|analyze ckpt_path=<run | sweep | file>`.
 
-eval scores the checkpoints with the training metrics; analyze looks inside them (shunted_lab/analysis).
+eval scores the checkpoints with the training metrics; analyze looks inside them (analysis/).
 The data is the run's own unless the command line names it (`data=cifar10`, or single keys such as
 `data.image_size=96` on top of the run's: evaluation at another resolution, where swin keeps its
 windows unless `model.window_sizes=...` names new ones, and resizes its bias tables for them).
@@ -17,13 +17,16 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .analysis import analyze_configured
-from .config import ConfigError, check_config
-from .models.stats import count_gmacs
-from .module import ImageClassifier
-from .report import EVAL_FILE, write_report
-from .train import build_loggers, close_loggers, log_analysis, user_step, write_json
-from .trained import Source, architecture, find_sources, is_run_dir, load_model
+from ..analysis import analyze_configured
+from ..config import ConfigError, check_config, override_key, user_step
+from ..files import write_json
+from ..models.stats import count_gmacs
+from ..run_dirs import EVAL_FILE, METRICS_FILE
+from ..sweeps.write import write_report
+from ..training.console import quiet_libraries
+from ..training.module import ImageClassifier
+from ..training.run_loggers import build_loggers, close_loggers, log_analysis
+from .sources import Source, architecture, find_sources, is_run_dir, load_model
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ SPLITS = ("val", "test")
 
 def data_config(cfg: DictConfig, source: Source, overrides: list[str]) -> DictConfig:
     """The run's data config with the command line's data keys on top; `data=...` replaces it."""
-    keys = [o.lstrip("+").split("=", 1)[0] for o in overrides]
+    keys = [override_key(o) for o in overrides]
     if "data" in keys or not source.run_config:
         return cfg.data
     data = OmegaConf.create(source.run_config["data"])
@@ -80,6 +83,7 @@ def for_each_checkpoint(cfg: DictConfig, overrides: list[str], work: Callable) -
     start = time.perf_counter()
     if cfg.ckpt_path is None:
         raise ConfigError(f"task={cfg.task} needs ckpt_path=<run dir | sweep dir | .ckpt | official release file>")
+    quiet_libraries()
     check_config(cfg)
     sources = user_step("ckpt_path", lambda: find_sources(cfg.ckpt_path))
     path = Path(cfg.ckpt_path)
@@ -107,7 +111,7 @@ def for_each_checkpoint(cfg: DictConfig, overrides: list[str], work: Callable) -
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         write_json(
-            Path(cfg.paths.output_dir) / "metrics.json",
+            Path(cfg.paths.output_dir) / METRICS_FILE,
             {
                 "task": cfg.task,
                 "ckpt_path": str(cfg.ckpt_path),

@@ -11,16 +11,13 @@ import hashlib
 import os
 from pathlib import Path
 
-from .loggers import wandb_offline
+from ..run_dirs import sweep_tag
+from ..wandb_env import wandb_offline
 
 SUMMARY_TABLE = "sweep_summary"
 FIGURE_PREFIX = "figures/"
 REPORT_JOB_TYPE = "report"
 AGENT_VARIABLES = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
-
-
-def sweep_tag(sweep_id: str) -> str:
-    return f"sweep={sweep_id}"
 
 
 def report_run_id(sweep_id: str) -> str:

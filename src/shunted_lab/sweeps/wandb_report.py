@@ -7,7 +7,7 @@ The report holds the sweep's command and overrides, then two panel grids:
   cell: val/top1 and val/loss against trainer/global_step (each cell's mean and std over seeds),
   GMACs and train images/s against val/top1, and parallel coordinates over attention, mlp and the
   swept keys, ending at val/top1;
-- the sweep's report run (sweep_wandb.py): the summary table and the sweep's figures.
+- the sweep's report run (wandb_run.py): the summary table and the sweep's figures.
 It ends with summary.md as text. The workspace view shows the first grid's panels for every run of
 the project, grouped the same way.
 
@@ -17,8 +17,6 @@ URL printed. Without one (or with WANDB_MODE=offline) nothing is sent: the spec 
 """
 
 import dataclasses
-import json
-import os
 from pathlib import Path
 
 import wandb_workspaces.reports.v2 as wr
@@ -26,15 +24,17 @@ import wandb_workspaces.workspaces as ws
 import yaml
 from wandb_workspaces import expr
 
-from .config import sweep_id_of
-from .loggers import wandb_has_credentials
-from .sweep_wandb import FIGURE_PREFIX, REPORT_JOB_TYPE, SUMMARY_TABLE, sweep_tag
+from ..config import override_key, override_value
+from ..files import write_json, write_text
+from ..run_dirs import sweep_id_of, sweep_tag
+from ..wandb_env import wandb_online
+from .jobs import Job, load_jobs
+from .wandb_run import FIGURE_PREFIX, REPORT_JOB_TYPE, SUMMARY_TABLE, log_sweep_summary
 
 REPORT_ID_FILE = "wandb_report_id"
 REPORT_SPEC_FILE = "wandb_report.json"
 WORKSPACE_SPEC_FILE = "wandb_workspace.json"
 ALWAYS_COMPARED = ("attention.name", "mlp.name")
-OFFLINE_MODES = ("offline", "dryrun", "disabled")  # WANDB_MODE values that send nothing
 
 
 @dataclasses.dataclass
@@ -54,15 +54,15 @@ def config_key(key: str, config: dict) -> str | None:
     """The logged config key an override sets: `optim.lr` itself, a group choice (`attention=vit`) its
     `name`, a top-level value (`seed`) itself; None for a group without a name."""
     if "." in key:
-        return key.lstrip("+~")
+        return key
     value = config.get(key)
     if isinstance(value, dict):
         return f"{key}.name" if "name" in value else None
     return key
 
 
-def read_sweep(sweep_dir: Path, jobs: list, common: list[str]) -> Sweep:
-    """The sweep's W&B facts from its jobs (report.load_jobs: directories, overrides, metrics.json)."""
+def read_sweep(sweep_dir: Path, jobs: list[Job], common: list[str]) -> Sweep:
+    """The sweep's W&B facts from its jobs (jobs.load_jobs: directories, overrides, metrics.json)."""
     configs = [j.metrics["config"] for j in jobs if j.status == "completed" and "config" in j.metrics]
     logged = [c for c in configs if "wandb" in (c.get("logger") or {})]
     if not logged:
@@ -71,9 +71,8 @@ def read_sweep(sweep_dir: Path, jobs: list, common: list[str]) -> Sweep:
     swept: dict[str, list[str]] = {}
     for job in jobs:
         for override in job.overrides:
-            key, _, value = override.partition("=")
             if override not in common:
-                swept.setdefault(key, []).append(value)
+                swept.setdefault(override_key(override), []).append(override_value(override))
     swept = {k: list(dict.fromkeys(v)) for k, v in swept.items()}
     compared = list(ALWAYS_COMPARED)
     for key in swept:
@@ -188,7 +187,7 @@ def publish(sweep: Sweep, entity: str | None, project: str | None, workspace: bo
     Returns the lines to tell the user."""
     project = project or sweep.project
     entity = entity or sweep.entity
-    online = wandb_has_credentials() and os.environ.get("WANDB_MODE") not in OFFLINE_MODES
+    online = wandb_online()
     if online and not entity:
         import wandb
 
@@ -199,7 +198,7 @@ def publish(sweep: Sweep, entity: str | None, project: str | None, workspace: bo
         views.append((build_workspace(sweep.compared, entity or "", project), WORKSPACE_SPEC_FILE))
     if not online:
         for view, name in views:
-            (sweep.dir / name).write_text(json.dumps(spec(view), indent=1))
+            write_json(sweep.dir / name, spec(view))
         flag = " --wandb-workspace" * workspace
         return [
             f"no W&B credentials: saved {', '.join(str(sweep.dir / name) for _, name in views)}; nothing was sent.",
@@ -211,9 +210,23 @@ def publish(sweep: Sweep, entity: str | None, project: str | None, workspace: bo
     if id_file.is_file():  # update the sweep's report rather than add another
         report.id = id_file.read_text().strip()
     report.save()
-    id_file.write_text(report.id)
+    write_text(id_file, report.id)
     lines = [f"W&B report: {report.url}"]
     for view, _ in views[1:]:
         view.save()
         lines.append(f"W&B workspace: {view.url}")
     return lines
+
+
+def publish_wandb_report(
+    sweep_dir: Path, rows: list[dict] | None = None, entity=None, project=None, workspace: bool = False
+) -> list[str]:
+    """Build the sweep's W&B Report; given the summary `rows`, refresh the report run's table first (the
+    command line: `task=eval` may have added columns since the last job)."""
+    jobs, common = load_jobs(sweep_dir)
+    sweep = read_sweep(sweep_dir, jobs, common)
+    if rows is not None:
+        log_sweep_summary(
+            sweep_dir, rows, sweep.id, {"project": project or sweep.project, "entity": entity or sweep.entity}
+        )
+    return publish(sweep, entity, project, workspace)

@@ -1,0 +1,177 @@
+"""Image folders in the ImageNet layout (train/<class>/*, val/<class>/*), with timm's transforms."""
+
+import csv
+import logging
+from pathlib import Path
+
+import torch
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from torchvision import datasets
+
+from .base import DataError, ImageClassificationData
+
+log = logging.getLogger(__name__)
+
+
+def load_rgb(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read image {path}: {e} (set data.skip_bad_images=true to skip such files)") from e
+
+
+def readable_image(path: str) -> bool:
+    if not datasets.folder.has_file_allowed_extension(path, datasets.folder.IMG_EXTENSIONS):
+        return False
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except (OSError, ValueError):
+        log.warning("skipping unreadable image %s", path)
+        return False
+
+
+class GroupedImageFolder(datasets.ImageFolder):
+    """An ImageFolder whose items end with a group index once `groups` is set (per-group metrics)."""
+
+    groups: torch.Tensor | None = None
+
+    def __getitem__(self, i: int):
+        item = super().__getitem__(i)
+        return item if self.groups is None else (*item, int(self.groups[i]))
+
+
+def read_groups(path: Path) -> dict[str, str]:
+    """A groups file: CSV with a header `path,group`, one row per image, paths relative to data.root."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise FileNotFoundError(f"data.groups_file={str(path)!r} cannot be read: {e.strerror}") from e
+    if not rows or not {"path", "group"} <= set(rows[0]):
+        raise ValueError(f"data.groups_file={str(path)!r} needs a header `path,group` and a row per image")
+    return {Path(row["path"]).as_posix(): row["group"] for row in rows}
+
+
+class ImageFolderData(ImageClassificationData):
+    """`root/train/<class>/*` and `root/val/<class>/*` (ImageNet layout); val doubles as the test split.
+
+    Transforms come from timm's `create_transform`, so the official ImageNet recipe is a config:
+    RandAugment, random erasing, bicubic resize, crop_pct for evaluation. An unreadable image stops
+    the run naming the file; with `skip_bad_images` every file is verified first (slow on large
+    sets) and the bad ones are skipped and counted. With `groups_file` (read_groups) the evaluation
+    also reports top-1 per group; every val image needs a row.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        mean: tuple = IMAGENET_DEFAULT_MEAN,
+        std: tuple = IMAGENET_DEFAULT_STD,
+        auto_augment: str | None = None,
+        re_prob: float = 0.0,
+        interpolation: str = "bilinear",
+        crop_pct: float = 0.875,
+        scale: tuple[float, float] = (0.08, 1.0),
+        hflip: float = 0.5,
+        skip_bad_images: bool = False,
+        groups_file: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        self.skip_bad_images = skip_bad_images
+        self.groups = read_groups(Path(groups_file)) if groups_file else None
+        self.group_names = sorted(set(self.groups.values())) if self.groups else None
+        classes = {split: self._classes(split) for split in ("train", "val")}
+        if classes["train"] != classes["val"]:
+            raise ValueError(
+                f"data.root={str(self.root)!r}: train/ and val/ hold different classes "
+                f"(only in train: {sorted(set(classes['train']) - set(classes['val']))[:5]}, "
+                f"only in val: {sorted(set(classes['val']) - set(classes['train']))[:5]})"
+            )
+        self.classes = classes["train"]
+        self.num_classes = len(self.classes)
+        common = dict(input_size=self.image_size, mean=tuple(mean), std=tuple(std), interpolation=interpolation)
+        self.train_tf = create_transform(
+            is_training=True, auto_augment=auto_augment, re_prob=re_prob, scale=tuple(scale), hflip=hflip, **common
+        )
+        self.eval_tf = create_transform(is_training=False, crop_pct=crop_pct, **common)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.classes
+
+    def _classes(self, split: str) -> list[str]:
+        folder = self.root / split
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"data.root={str(self.root)!r} has no {split}/ folder; "
+                f"expected {split}/<class>/<image> (ImageNet layout)"
+            )
+        classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+        empty = [c for c in classes if not any(f.is_file() for f in (folder / c).iterdir())]
+        if not classes or empty:
+            raise FileNotFoundError(
+                f"data.root={str(self.root)!r}: {split}/ has "
+                + (f"empty class folders {empty[:5]}" if classes else "no class folders")
+                + "; every class needs at least one image"
+            )
+        return classes
+
+    def _split(self, split: str, transform) -> datasets.ImageFolder:
+        folder = self.root / split
+        if not self.skip_bad_images:
+            return GroupedImageFolder(folder, transform=transform, loader=load_rgb)
+        dataset = GroupedImageFolder(folder, transform=transform, loader=load_rgb, is_valid_file=readable_image)
+        candidates = sum(
+            datasets.folder.has_file_allowed_extension(str(f), datasets.folder.IMG_EXTENSIONS)
+            for f in folder.rglob("*")
+        )
+        if candidates > len(dataset):
+            log.warning("%s: skipped %d unreadable of %d images", folder, candidates - len(dataset), candidates)
+        return dataset
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = self._split("train", self.train_tf)
+        self.val_set = self._split("val", self.eval_tf)
+        if self.groups:
+            self.val_set.groups = self._group_indices(self.val_set)
+        self.test_set = self.val_set
+        if stage in (None, "fit"):
+            self._hint_image_size()
+
+    def _group_indices(self, dataset: datasets.ImageFolder) -> torch.Tensor:
+        paths = [Path(path).relative_to(self.root).as_posix() for path, _ in dataset.samples]
+        missing = [p for p in paths if p not in self.groups]
+        if missing:
+            raise DataError(
+                f"data.groups_file has no row for {len(missing)} of {len(paths)} val images (e.g. {missing[0]}); "
+                "give every image a group"
+            )
+        index = {name: i for i, name in enumerate(self.group_names)}
+        return torch.tensor([index[self.groups[p]] for p in paths])
+
+    def _hint_image_size(self, samples: int = 32) -> None:
+        """Warn when the images are 3x or more smaller than data.image_size: upsampling adds compute, not detail."""
+        paths = [path for path, _ in self.train_set.samples[:: max(1, len(self.train_set) // samples)]]
+        sides = []
+        for path in paths:
+            try:
+                with Image.open(path) as image:  # reads the header only
+                    sides.append(min(image.size))
+            except (OSError, ValueError):
+                continue
+        side = sorted(sides)[len(sides) // 2] if sides else None
+        if side and side * 3 <= self.image_size and self.image_size > 32:
+            log.warning(
+                "data.image_size=%d but the training images are about %d px on their short side: each is "
+                "upsampled %.0fx. For small images try data=imagefolder_small (or data.image_size=%d)",
+                self.image_size,
+                side,
+                self.image_size / side,
+                max(32, side),
+            )

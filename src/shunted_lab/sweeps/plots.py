@@ -1,0 +1,117 @@
+"""A sweep's figures: top-1 against cost, validation curves, top-1 per group and the cells' ERFs."""
+
+import csv
+import statistics
+from pathlib import Path
+
+from .aggregate import GROUP_METRIC, reported_groups
+from .jobs import Job
+
+
+def val_curve(job: Job) -> tuple[list[int], list[float]]:
+    """(epoch, val/top1) from the job's CSV log."""
+    path = job.dir / "csv" / "metrics.csv"
+    if not path.is_file():
+        return [], []
+    points = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            if row.get("val/top1"):
+                points[int(row["epoch"])] = float(row["val/top1"])
+    return list(points), list(points.values())
+
+
+def write_plots(rows: list[dict], jobs: list[Job], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["seeds"]]
+    for x_key, x_label, name in (
+        ("gmacs", "GMACs per image", "top1_vs_gmacs.png"),
+        ("train/images_per_sec_mean", "training images / s", "top1_vs_throughput.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for r in (r for r in done if r[x_key] is not None):
+            ax.errorbar(r[x_key], r["val/top1_mean"] * 100, yerr=r["val/top1_std"] * 100, fmt="o", capsize=3)
+            ax.annotate(
+                r["cell"], (r[x_key], r["val/top1_mean"] * 100), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            )
+        ax.set(xlabel=x_label, ylabel="val top-1 (%)", title=f"val top-1 vs {x_label}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for r in done:
+        curves = [val_curve(j) for j in jobs if j.cell == r["cell"] and j.status == "completed"]
+        curves = [c for c in curves if c[0]]
+        if curves:
+            length = min(len(c[0]) for c in curves)
+            mean = [statistics.fmean(c[1][i] for c in curves) * 100 for i in range(length)]
+            ax.plot(curves[0][0][:length], mean, marker="o", markersize=3, label=r["cell"])
+    ax.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1 (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "val_curves.png", dpi=120)
+    plt.close(fig)
+
+
+def write_group_plot(rows: list[dict], out: Path) -> None:
+    """Top-1 per group (x: the groups in order, e.g. object size) for each cell, a panel per split."""
+    import matplotlib.pyplot as plt  # write_plots chose the backend
+
+    panels = {}
+    for key in reported_groups(rows):
+        split, group = GROUP_METRIC.match(key).groups()
+        panels.setdefault(split, []).append(group)
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for ax, (split, groups) in zip(axes[0], panels.items(), strict=True):
+        for i, r in enumerate(r for r in rows if r["seeds"]):
+            x = [g + i * 0.04 for g in range(len(groups))]  # nudged apart so the error bars do not hide each other
+            mean = [r[f"{split}/top1_{g}_mean"] for g in groups]
+            std = [r[f"{split}/top1_{g}_std"] for g in groups]
+            points = [(a, m * 100, s * 100) for a, m, s in zip(x, mean, std, strict=True) if m is not None]
+            if points:
+                ax.errorbar(*zip(*points, strict=True), marker="o", markersize=4, capsize=3, label=r["cell"])
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set(xlabel="group", ylabel="top-1 (%)", title=f"{split}: top-1 per group (mean +- std over seeds)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "top1_by_group.png", dpi=120)
+    plt.close(fig)
+
+
+def write_erf_plot(rows: list[dict], jobs: list[Job], out: Path) -> None:
+    """The cells' ERFs side by side, a row per cell and a column per stage (mean over seeds),
+    where their jobs were analyzed."""
+    import matplotlib.pyplot as plt  # write_plots chose the backend
+    import numpy as np
+
+    cells = []
+    for r in rows:
+        found = [j.dir / "analysis" / "erf.npz" for j in jobs if j.cell == r["cell"] and j.status == "completed"]
+        seeds = []
+        for path in (p for p in found if p.is_file()):
+            with np.load(path) as erf:
+                seeds.append([erf[stage] for stage in sorted(erf.files)])
+        if seeds:
+            cells.append((r["cell"], np.mean(seeds, axis=0)))
+    if not cells:
+        return
+    stages = len(cells[0][1])
+    fig, axes = plt.subplots(len(cells), stages, figsize=(2.2 * stages, 2.3 * len(cells)), squeeze=False)
+    for row, (cell, maps) in zip(axes, cells, strict=True):
+        for i, (ax, erf) in enumerate(zip(row, maps, strict=True)):
+            ax.imshow(np.log10(1 + erf / max(erf.max(), 1e-30) * 1e3), cmap="viridis")
+            ax.set_title(f"{cell}, stage {i + 1}", fontsize=7)
+            ax.axis("off")
+    fig.suptitle("effective receptive field of each stage's central location (log scale, mean over seeds)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "erf_by_cell.png", dpi=100)
+    plt.close(fig)
