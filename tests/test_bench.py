@@ -12,6 +12,7 @@ from helpers import ROOT
 from shunted_lab.bench import main, parse_args
 
 
+@pytest.mark.slow
 def test_bench_tiny_end_to_end_with_reference(tmp_path):
     out = tmp_path / "bench.json"
     argv = ["--models", "shunted_t", "--attention", "shunted,pvt", "--reference", "--peers", "resnet18"]
@@ -51,6 +52,7 @@ def test_bench_tiny_end_to_end_with_reference(tmp_path):
     assert "| vs reference |" in table
 
 
+@pytest.mark.slow
 def test_bench_under_bf16_autocast(tmp_path):
     # The GPU targets are bf16; the same autocast path runs here on the CPU, reference included.
     out = tmp_path / "bench.json"
@@ -78,6 +80,7 @@ def installed_copy(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_loop_overhead_alternates_bare_and_lightning_runs_from_an_installed_copy(installed_copy, tmp_path):
     # From a non-editable install, in a folder outside the checkout: the recipe comes from the configs
     # shipped inside the package, whatever the install mode.

@@ -97,6 +97,7 @@ def test_an_official_release_file_loads_as_timm_loads_it(tmp_path):
         load_model(source, architecture(source, compose_cfg(tmp_path, "model=shunted_t", "attention=pvt")), 1000)
 
 
+@pytest.mark.slow
 def test_eval_of_a_missing_path_exits_with_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "task=eval", f"ckpt_path={tmp_path}/none", f"paths.root_dir={tmp_path}"],

@@ -10,6 +10,8 @@ from torch._dynamo.utils import counters
 
 from shunted_lab.models import MIXERS
 
+pytestmark = pytest.mark.slow  # dynamo traces forward and backward: 5-15 s a test
+
 
 def block_kinds(model) -> int:
     """Distinct blocks by what dynamo may specialise on: their stage (shapes) and swin's shift flag."""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import CONF_DIR, ROOT, SHAPES_TINY, TINY, compose_cfg, read_metrics
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -38,6 +39,7 @@ def readme_commands() -> list[str]:
     return [block.strip() for block in re.findall(r"```bash\n(.*?)```", section, re.S)]
 
 
+@pytest.mark.slow
 def test_the_readme_commands_run(tmp_path):
     setup_and_run, setup_and_test = readme_commands()
     assert setup_and_test == 'pip install -e ".[dev]" && pytest -q'
@@ -70,6 +72,7 @@ def test_the_readme_commands_run(tmp_path):
         assert noise not in console, noise
 
 
+@pytest.mark.slow
 def test_run_py_help_says_what_the_project_does():
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "--help"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0

@@ -120,6 +120,7 @@ def test_cpu_batch_chunks_give_the_same_outputs_and_gradients(attention, monkeyp
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "attention,mlp", [*((a, "detail_specific") for a in sorted(MIXERS)), ("swin", "plain"), ("pvt", "dwconv")]
 )

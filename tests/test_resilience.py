@@ -78,6 +78,7 @@ def test_kill_9_mid_epoch_then_resume_continues_the_step_and_the_wandb_run(tmp_p
     assert sorted(val_epochs)[:3] == [0, 1, 2] and val_epochs.count(1) == 1  # no epoch run twice or skipped
 
 
+@pytest.mark.slow
 def test_a_kill_during_save_leaves_the_previous_checkpoint_whole(tmp_path):
     script = textwrap.dedent(
         f"""
@@ -182,6 +183,7 @@ def test_rerunning_a_sweep_skips_completed_jobs_and_reruns_the_rest(tmp_path):
     assert "skipped" not in output.split(lost.parent.name)[-1].splitlines()[0]
 
 
+@pytest.mark.slow
 def test_an_unreadable_image_met_mid_run_ends_in_one_line(tmp_path):
     write_image_folder(tmp_path / "images")
     bad = write_broken_image(tmp_path / "images")

@@ -170,6 +170,7 @@ def test_config_rules_fail_with_one_line_naming_the_key(tmp_path, overrides, mat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_run_py_config_error_exits_non_zero_and_leaves_no_run_dir(tmp_path):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.run(
@@ -186,6 +187,7 @@ def test_run_py_config_error_exits_non_zero_and_leaves_no_run_dir(tmp_path):
     assert not list((tmp_path / "logs").rglob("*.json")) and not list((tmp_path / "logs" / "runs").iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides,code,first_line",
     [

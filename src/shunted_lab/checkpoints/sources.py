@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..config import override_key, user_step
-from ..models import build_model, describe
+from ..models.factory import build_model, describe
 from ..models.weights import load_weights
 from ..run_dirs import CHECKPOINT_DIR, METRICS_FILE, last_checkpoint
 

@@ -53,6 +53,7 @@ class Sweep:
 def config_key(key: str, config: dict) -> str | None:
     """The logged config key an override sets: `optim.lr` itself, a group choice (`attention=vit`) its
     `name`, a top-level value (`seed`) itself; None for a group without a name."""
+    key = override_key(key)
     if "." in key:
         return key
     value = config.get(key)

@@ -14,7 +14,7 @@ from ..analysis import analyze_configured
 from ..config import check_config, user_step
 from ..data import ImageClassificationData
 from ..files import write_json, write_text
-from ..models import build_model
+from ..models.factory import build_model
 from ..models.stats import count_gmacs, count_params
 from ..run_dirs import METRICS_FILE, WANDB_ID_FILE, resolve_resume_path
 from .callbacks import ModelSummary, TrainThroughput
