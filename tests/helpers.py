@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import time
 from pathlib import Path
 
 import lightning as L
@@ -129,14 +130,24 @@ def official_state_dict(name):
     return state
 
 
-def wandb_records(run_dir: Path) -> list:
-    """The records of an offline W&B run (<run_dir>/run-<id>.wandb), as wandb's protobuf messages.
+def wandb_records(run_dir: Path, timeout: float = 60) -> list:
+    """The records of a finished offline W&B run (<run_dir>/run-<id>.wandb), as wandb's protobuf messages.
 
-    The file is a LevelDB-style log: a 7-byte header, then 32 KiB blocks of chunks, each with a
+    wandb's writer may still be appending when `wandb.finish` returns: the file is read again until it
+    ends with the run's exit record (or `timeout` seconds have passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_wandb_log(next(Path(run_dir).glob("*.wandb")).read_bytes())
+        if (records and records[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def read_wandb_log(data: bytes) -> list:
+    """The file is a LevelDB-style log: a 7-byte header, then 32 KiB blocks of chunks, each with a
     7-byte header (CRC32, length, type: 1 full, 2 first, 3 middle, 4 last) and a part of a record."""
     from wandb.proto import wandb_internal_pb2
 
-    data = next(Path(run_dir).glob("*.wandb")).read_bytes()
     assert data[:4] == b":W&B", "not a W&B transaction log"
     block, header = 32768, 7
     records, pos, pending = [], header, b""
