@@ -61,7 +61,6 @@ def tell_where(output_dir: Path, in_sweep: bool) -> None:
     if in_sweep:
         log.info("%s: val/top1 %.4f test/top1 %.4f", output_dir.name, metrics["val/top1"], metrics["test/top1"])
         return
-    config = metrics["config"]
     lines = [
         f"done: val/top1 {metrics['val/top1']:.4f}, test/top1 {metrics['test/top1']:.4f} "
         f"({metrics['attention']} x {metrics['mlp']}, {metrics['wall_time_s']:.0f} s)",
@@ -72,7 +71,7 @@ def tell_where(output_dir: Path, in_sweep: bool) -> None:
     offline = sorted(output_dir.glob("wandb/offline-run-*"))
     if offline:
         lines.append(f"  W&B (offline)    wandb sync {offline[-1]}")
-    lines.append(f"  compare variants python run.py -m attention=vit,pvt,swin,shunted mlp={config['mlp']['name']}")
+    lines.append(f"  compare variants python run.py -m attention=vit,pvt,swin,shunted mlp={metrics['mlp']}")
     log.info("\n".join(lines))
 
 

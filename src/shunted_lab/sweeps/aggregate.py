@@ -14,7 +14,7 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 COLUMNS = ("val/top1", "test/top1", "train/images_per_sec", "peak_gpu_memory_mb", "wall_time_s")
-GROUP_METRIC = re.compile(r"^(val|test)/top1_(\w+)$")  # top-1 within a group of images (module.py)
+GROUP_METRIC = re.compile(r"^(val|test)/top1_(\w+)$")  # top-1 within a group of images (training/module.py)
 
 
 def group_names(jobs: list[Job]) -> list[str]:

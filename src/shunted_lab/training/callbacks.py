@@ -84,7 +84,7 @@ class ModelSummary(RichModelSummary):
 
     Lightning counts FLOPs only by running the module's `example_input_array` and prints 0 without
     one; running one would also compile a compiled model for a batch it never trains on, and its
-    counter misses SDPA's fused CPU kernel. train.py sets `forward_flops` instead: one image's
+    counter misses SDPA's fused CPU kernel. fit.py sets `forward_flops` instead: one image's
     forward pass, counted once as the run's GMACs are. The per-layer column is not counted.
     """
 
