@@ -2,12 +2,14 @@
 
 `python run.py --help` lists the config groups; `-m` sweeps (see README). Exit codes: 0 done,
 1 any other failure (Hydra's own messages among them), 2 a config error, 3 a non-finite loss,
-4 a problem with the data; each of 2-4 is one line naming what to fix.
+4 a problem with the data; each of 2-4 is one line naming what to fix. 75: stopped by a signal
+(SIGTERM, SIGINT, SIGUSR1/2) with the step reached saved; the same command resumes (docs/cluster.md).
 """
 
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -22,9 +24,18 @@ from omegaconf import DictConfig
 from shunted_lab.checkpoints import analyze, evaluate
 from shunted_lab.config import CONF_DIR, ConfigError, error_line, unknown_option
 from shunted_lab.data import DataError
-from shunted_lab.run_dirs import FAILED_FILE, METRICS_FILE, agent_sweep_id, last_checkpoint, sweep_id_of
+from shunted_lab.files import write_json
+from shunted_lab.run_dirs import (
+    FAILED_FILE,
+    METRICS_FILE,
+    PREEMPTED_FILE,
+    agent_sweep_id,
+    last_checkpoint,
+    sweep_id_of,
+)
 from shunted_lab.training import train
 from shunted_lab.training.callbacks import NonFiniteLossError
+from shunted_lab.training.preemption import EXIT_PREEMPTED, Preempted, StopSignals
 
 log = logging.getLogger("run")
 
@@ -39,19 +50,35 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def resume_sweep_job(cfg: DictConfig, output_dir: Path) -> float | None:
-    """Re-running a sweep skips its completed jobs and resumes interrupted ones from last.ckpt."""
+def resume_interrupted(cfg: DictConfig, output_dir: Path, in_sweep: bool) -> float | None:
+    """Running a command again continues it: a sweep skips its completed jobs, and a run or job stopped
+    before its end (by a signal, a kill, a failure) resumes from its checkpoints/last.ckpt."""
     metrics = output_dir / METRICS_FILE
-    if metrics.is_file():
+    if in_sweep and metrics.is_file():
         done = json.loads(metrics.read_text())
         if cfg.optimized_metric in done:
             log.info("%s is complete (metrics.json); skipped", output_dir.name)
             return done[cfg.optimized_metric]
-    (output_dir / FAILED_FILE).unlink(missing_ok=True)
-    if cfg.ckpt_path is None and last_checkpoint(output_dir).is_file():
+    for record in (FAILED_FILE, PREEMPTED_FILE):
+        (output_dir / record).unlink(missing_ok=True)
+    if cfg.ckpt_path is None and last_checkpoint(output_dir).is_file() and (in_sweep or not metrics.is_file()):
         log.info("%s was interrupted; resuming from checkpoints/last.ckpt", output_dir.name)
         cfg.ckpt_path = "last"
     return None
+
+
+def record_stop(stop: Preempted, output_dir: Path, overrides: list[str], in_sweep: bool) -> None:
+    """Write preempted.json (the sweep's report lists the job as preempted) and say how to resume."""
+    if in_sweep:
+        resume = "rerun the sweep's command"
+    else:  # the same command, in the same run directory
+        resume = shlex.join(["python", "run.py", *overrides, f"hydra.run.dir={output_dir}"])
+    checkpoint = str(stop.checkpoint) if stop.checkpoint else None
+    write_json(
+        output_dir / PREEMPTED_FILE,
+        {"signal": stop.signal_name, "step": stop.step, "checkpoint": checkpoint, "resume": resume},
+    )
+    log.warning("%s%s; to resume: %s", f"{output_dir.name}: " if in_sweep else "", stop, resume)
 
 
 def tell_where(output_dir: Path, in_sweep: bool) -> None:
@@ -91,8 +118,11 @@ def main(cfg: DictConfig) -> float | None:
                 )
             if cfg.sweep_id is None:
                 cfg.sweep_id = sweep_id_of(Path(hydra_cfg.sweep.dir))
-        if in_sweep:
-            done = resume_sweep_job(cfg, output_dir)
+        if in_sweep and StopSignals.received:  # this process was told to stop: the jobs left wait for a rerun
+            log.warning("%s not started: the sweep was stopped by %s", output_dir.name, StopSignals.received)
+            return None
+        if cfg.task == "train":
+            done = resume_interrupted(cfg, output_dir, in_sweep)
             if done is not None:
                 return done
         if cfg.task in ("eval", "analyze"):
@@ -102,6 +132,12 @@ def main(cfg: DictConfig) -> float | None:
         if rank_zero_only.rank == 0:
             tell_where(output_dir, in_sweep)
         return result
+    except Preempted as stop:
+        record_stop(stop, output_dir, list(hydra_cfg.overrides.task), in_sweep)
+        stop.hand_over()  # under submitit: its handler requeues the job, and exits
+        if in_sweep:
+            return None  # the sweep's report lists the job as preempted; the sweep ends with EXIT_PREEMPTED
+        sys.exit(EXIT_PREEMPTED)
     except (NonFiniteLossError, DataError) as e:
         if in_sweep:
             raise  # the sweep records this job as failed (in its directory) and goes on with the others

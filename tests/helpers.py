@@ -107,6 +107,23 @@ class PoisonWeights(L.Callback):
                     p.fill_(float("nan"))
 
 
+class StepFile(L.Callback):
+    """Test-only: after every optimizer step, write the step reached to `path` and wait `delay` seconds,
+    so that a test can send a signal at a known point of a run in another process."""
+
+    def __init__(self, path: str, delay: float = 0.0, in_validation: bool = False):
+        self.path, self.delay, self.in_validation = Path(path), delay, in_validation
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.path.write_text(f"train {trainer.global_step}")
+        time.sleep(self.delay)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.in_validation and trainer.state.fn == "fit":
+            self.path.write_text(f"validation {trainer.global_step} {batch_idx}")
+            time.sleep(self.delay)
+
+
 def official_key_listing(name: str) -> dict[str, tuple[int, ...]]:
     """Keys and shapes of a released checkpoint, from tests/data/<name>_state_dict.tsv."""
     rows = (DATA_DIR / f"{name}_state_dict.tsv").read_text().splitlines()[1:]

@@ -18,6 +18,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # does not replace the value a group already gave (OmegaConf's merge keeps it).
 REQUIRED = "<required>"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP")  # those a run can catch and stop on
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
@@ -101,6 +102,11 @@ RULES = (
     ("optim.ema_decay", lambda v: v is None or (_number(v) and 0 < v < 1), "null or a number in (0, 1)"),
     ("optim.fused", lambda v: isinstance(v, bool), "true or false"),
     ("compile", lambda v: isinstance(v, bool) or v in COMPILE_MODES, f"true, false or one of {list(COMPILE_MODES)}"),
+    (
+        "stop_signals",
+        lambda v: OmegaConf.is_list(v) and all(s in STOP_SIGNALS for s in v),
+        f"a list of signal names among {list(STOP_SIGNALS)}",
+    ),
     ("model.drop_path_rate", lambda v: v is None or (_number(v) and 0 <= v < 1), "null or a number in [0, 1)"),
     # Absent (null) without a W&B logger.
     ("logger.wandb.log_model", lambda v: v is None or isinstance(v, bool), "null, true or false"),

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 METRICS_FILE = "metrics.json"  # a finished run's (or task's) numbers and its resolved config
 FAILED_FILE = "failed.json"  # a sweep job that failed: its one-line error and overrides
+PREEMPTED_FILE = "preempted.json"  # a run stopped by a signal: the signal, the step saved, how to resume
 WANDB_ID_FILE = "wandb_run_id"  # a resumed run continues this W&B run
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"

@@ -90,7 +90,7 @@ def for_each_checkpoint(cfg: DictConfig, overrides: list[str], work: Callable) -
     sweep_dir = path if path.is_dir() and not is_run_dir(path) else None
     L.seed_everything(cfg.seed)
     loggers = build_loggers(cfg)
-    succeeded = False
+    status = "failed"
     try:
         done = {}
         for source in sources:
@@ -122,9 +122,9 @@ def for_each_checkpoint(cfg: DictConfig, overrides: list[str], work: Callable) -
         if sweep_dir:
             write_report(sweep_dir)
             log.info("sweep report with the new columns: %s", sweep_dir / "summary.md")
-        succeeded = True
+        status = "success"
     finally:
-        close_loggers(loggers, succeeded)
+        close_loggers(loggers, status)
     return done
 
 

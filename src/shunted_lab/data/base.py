@@ -8,6 +8,8 @@ import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
+from .resumable import ResumableLoader, loader_seed, training_loader
+
 
 class DataError(ValueError):
     """A problem with the user's data met during a run (an unreadable image, a training split
@@ -36,6 +38,8 @@ class ImageClassificationData(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
+        self.train_loader: ResumableLoader | None = None
+        self.resume_position: dict | None = None
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -46,23 +50,36 @@ class ImageClassificationData(L.LightningDataModule):
                 f"data.batch_size={self.batch_size} is larger than the training split ({len(dataset)} images"
                 f"{per_device}), so no optimizer step would run; set data.batch_size <= {len(dataset) // world}"
             )
-        sampler = None
-        if not train and world > 1:
-            # Lightning's default would pad the last batch with repeats; every image counts once here.
-            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
-        return DataLoader(
-            dataset,
+        common = dict(
             batch_size=self.batch_size,
-            shuffle=train,
-            sampler=sampler,
-            drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+        if train:
+            return training_loader(dataset, **common)
+        sampler = None
+        if world > 1:
+            # Lightning's default would pad the last batch with repeats; every image counts once here.
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        # The workers' base seed from a generator of the loader's own: the global RNG is the model's.
+        return DataLoader(dataset, sampler=sampler, generator=torch.Generator().manual_seed(loader_seed()), **common)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+        self.train_loader = self._loader(self.train_set, train=True)
+        if self.resume_position is not None:
+            self.train_loader.load_state_dict(self.resume_position)
+            self.resume_position = None
+        return self.train_loader
+
+    # The training loader's position in its epoch, in every checkpoint. Lightning also keeps the
+    # position of a stateful loader, but gives it back only when it builds the loader after the
+    # restore; the module's configure_optimizers builds it before (estimated_stepping_batches).
+    def state_dict(self) -> dict:
+        return {"train_loader": self.train_loader.state_dict()} if self.train_loader is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.resume_position = state.get("train_loader")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)

@@ -53,11 +53,11 @@ def summarize(jobs: list[Job]) -> list[dict]:
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[key] for m in done if m.get(key) is not None])
         row["params"] = done[0]["params"] if done else None
         row["gmacs"] = done[0]["gmacs"] if done else None
-        problems = [
-            f"seed {j.seed}: {j.status}" + (f" ({j.error})" if j.error else "")
-            for j in cell_jobs
-            if j.status != "completed"
-        ]
-        row["failed"] = "; ".join(problems)
+        for statuses, column in ((("preempted",), "preempted"), (("failed", "incomplete"), "failed")):
+            row[column] = "; ".join(
+                f"seed {j.seed}: {j.status}" + (f" ({j.error})" if j.error else "")
+                for j in cell_jobs
+                if j.status in statuses
+            )
         rows.append(row)
     return sorted(rows, key=lambda r: -(r["val/top1_mean"] or -1))

@@ -2,6 +2,7 @@
 hydra.callbacks.sweep_report)."""
 
 import logging
+import sys
 from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -12,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import error_line
 from ..files import write_json
 from ..run_dirs import FAILED_FILE, agent_sweep_id, sweep_id_of
+from ..training.preemption import EXIT_PREEMPTED
 from .wandb_run import log_sweep_summary
 from .write import write_report
 
@@ -29,7 +31,8 @@ def sweep_dir_of(config: DictConfig) -> Path | None:
 
 class SweepReport(Callback):
     """Records failed jobs and rewrites the sweep's report after every job, so the report is
-    there even when a job fails (Hydra then ends the sweep with an error after the last job).
+    there even when a job fails (Hydra then ends the sweep with an error after the last job). A sweep
+    with preempted jobs (run.py records them) ends with EXIT_PREEMPTED once its report is written.
     Where the jobs log to W&B, the summary and figures go to the sweep's report run too; with
     `wandb_report=true` the W&B Report is built at the end of a multirun (or its spec saved, offline)."""
 
@@ -63,8 +66,14 @@ class SweepReport(Callback):
         for r in rows:
             if r["failed"]:
                 log.error("failed: %s: %s", r["cell"], r["failed"])
+        preempted = [r for r in rows if r["preempted"]]
+        for r in preempted:
+            log.warning("preempted: %s: %s", r["cell"], r["preempted"])
         if self.wandb_report:
             from .wandb_report import publish_wandb_report  # a second to import: only when asked
 
             for line in publish_wandb_report(sweep_dir):
                 log.info(line)
+        if preempted:  # a launcher or a scheduler reading the exit code reruns the sweep, which resumes them
+            log.warning("rerun the same command to resume the preempted jobs")
+            sys.exit(EXIT_PREEMPTED)

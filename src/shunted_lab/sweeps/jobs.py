@@ -1,5 +1,5 @@
 """A sweep's jobs read back from its directory: each job's overrides, its variant cell and seed, its
-status (completed, failed or incomplete) and its numbers. The experiment scripts start here."""
+status (completed, preempted, failed or incomplete) and its numbers. The experiment scripts start here."""
 
 import json
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from ..config import override_key, override_value
-from ..run_dirs import ANALYSIS_FILE, EVAL_FILE, FAILED_FILE, METRICS_FILE
+from ..run_dirs import ANALYSIS_FILE, EVAL_FILE, FAILED_FILE, METRICS_FILE, PREEMPTED_FILE
 
 EXTRA_FILES = {"eval": EVAL_FILE, "analysis": ANALYSIS_FILE}
 
@@ -29,7 +29,7 @@ class Job:
     dir: Path
     cell: str
     seed: str
-    status: str  # completed | failed | incomplete
+    status: str  # completed | preempted | failed | incomplete
     overrides: list[str]  # its .hydra/overrides.yaml
     metrics: dict | None = None
     error: str | None = None
@@ -50,6 +50,10 @@ def load_jobs(sweep_dir: Path) -> tuple[list[Job], list[str]]:
         if (job_dir / METRICS_FILE).is_file():
             job.status, job.metrics = "completed", json.loads((job_dir / METRICS_FILE).read_text())
             job.metrics.update(extra_metrics(job_dir))
+        elif (job_dir / PREEMPTED_FILE).is_file():
+            stop = json.loads((job_dir / PREEMPTED_FILE).read_text())
+            saved = f"step {stop['step']} saved" if stop["checkpoint"] else "stopped before a step to save"
+            job.status, job.error = "preempted", f"{stop['signal']}, {saved}"
         elif (job_dir / FAILED_FILE).is_file():
             job.status, job.error = "failed", json.loads((job_dir / FAILED_FILE).read_text())["error"]
         jobs.append(job)

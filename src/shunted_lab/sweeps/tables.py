@@ -71,7 +71,11 @@ def write_markdown(rows: list[dict], path: Path, title: str, common: list[str]) 
         for r in rows:
             values = [_fmt(r.get(f"{k}_mean"), r.get(f"{k}_std"), 100) for k in grouped]
             lines.append(f"| {r['cell']} | " + " | ".join(values) + " |")
-    failed = [r for r in rows if r["failed"]]
-    if failed:
-        lines += ["", "## Failed or incomplete jobs", ""] + [f"- {r['cell']}: {r['failed']}" for r in failed]
+    for column, title in (
+        ("preempted", "Preempted jobs (the same command resumes them from their last step)"),
+        ("failed", "Failed or incomplete jobs"),
+    ):
+        listed = [r for r in rows if r[column]]
+        if listed:
+            lines += ["", f"## {title}", ""] + [f"- {r['cell']}: {r[column]}" for r in listed]
     write_text(path, "\n".join(lines) + "\n")

@@ -1,8 +1,10 @@
 """Callbacks of our own; everything else comes from Lightning."""
 
+import random
 import time
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import RichModelSummary
 
@@ -94,3 +96,36 @@ class ModelSummary(RichModelSummary):
         summary_data = [(name, ["-"] * len(v) if name == "FLOPs" else v) for name, v in summary_data]
         flops = int(self.forward_flops) if self.forward_flops is not None else total_flops
         super().summarize(summary_data, *args, total_flops=flops, **kwargs)
+
+
+class RandomStateCheckpoint(L.Callback):
+    """Every checkpoint holds the global random states (torch's CPU and CUDA generators, numpy's,
+    Python's), and a run resumed from one puts them back as training starts: dropout and drop path
+    then draw what the uninterrupted run drew (the data's draws are seeded per item: data/resumable.py).
+    Stored as tensors and plain tuples, which a `weights_only` load accepts."""
+
+    def __init__(self):
+        self.to_restore: dict | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["random_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.to_restore = checkpoint.get("random_states")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.to_restore is None:
+            return
+        states, self.to_restore = self.to_restore, None
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        kind, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(states["python"])

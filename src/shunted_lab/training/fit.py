@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,12 +18,13 @@ from ..files import write_json, write_text
 from ..models.factory import build_model
 from ..models.stats import count_gmacs, count_params
 from ..run_dirs import METRICS_FILE, WANDB_ID_FILE, resolve_resume_path
-from .callbacks import ModelSummary, TrainThroughput
+from .callbacks import ModelSummary, RandomStateCheckpoint, TrainThroughput
 from .checkpoint_io import AtomicCheckpointIO
 from .console import quiet_libraries
 from .loggers import WandbLogger as LabWandbLogger
 from .module import ImageClassifier
 from .predictions import CONFUSION_MATRIX_MAX_CLASSES, predict_split, wandb_media
+from .preemption import Preempted, StopSignals
 from .run_loggers import build_loggers, close_loggers, log_analysis
 
 log = logging.getLogger(__name__)
@@ -45,37 +47,43 @@ def train(cfg: DictConfig) -> float:
     start = time.perf_counter()
     quiet_libraries()
     check_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule: ImageClassificationData = user_step("data", lambda: instantiate(cfg.data))
-    model = user_step("model", lambda: build_model(cfg, datamodule.num_classes))
-    gmacs = user_step(f"data.image_size={cfg.data.image_size}", lambda: count_gmacs(model, cfg.data.image_size))
-    summary = dict(
-        model=cfg.model.name,
-        attention=cfg.attention.name,
-        mlp=cfg.mlp.name,
-        data=datamodule.name,
-        seed=cfg.seed,
-        params=count_params(model),
-        gmacs=gmacs,
-    )
-    module = ImageClassifier(
-        model,
-        datamodule.num_classes,
-        **OmegaConf.to_container(cfg.optim, resolve=True),
-        channels_last=cfg.channels_last,
-        compile=cfg.compile,
-        group_names=datamodule.group_names,
-    )
+    # From here on a stop signal ends the run without losing a step (preemption.py).
+    with StopSignals(cfg.paths.output_dir, cfg.stop_signals) as stop:
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule: ImageClassificationData = user_step("data", lambda: instantiate(cfg.data))
+        model = user_step("model", lambda: build_model(cfg, datamodule.num_classes))
+        gmacs = user_step(f"data.image_size={cfg.data.image_size}", lambda: count_gmacs(model, cfg.data.image_size))
+        summary = dict(
+            model=cfg.model.name,
+            attention=cfg.attention.name,
+            mlp=cfg.mlp.name,
+            data=datamodule.name,
+            seed=cfg.seed,
+            params=count_params(model),
+            gmacs=gmacs,
+        )
+        module = ImageClassifier(
+            model,
+            datamodule.num_classes,
+            **OmegaConf.to_container(cfg.optim, resolve=True),
+            channels_last=cfg.channels_last,
+            compile=cfg.compile,
+            group_names=datamodule.group_names,
+        )
 
-    # Nothing above writes a file: a config mistake leaves no half-made run behind.
-    loggers = build_loggers(cfg)
-    succeeded = False
-    try:
-        metrics = fit_and_evaluate(cfg, module, datamodule, loggers, summary, start)
-        succeeded = True
-    finally:
-        # A failed sweep job must not leave its W&B run open: the next job's logger would reuse it.
-        close_loggers(loggers, succeeded)
+        # Nothing above writes a file: a config mistake leaves no half-made run behind.
+        loggers = build_loggers(cfg)
+        status = "failed"
+        try:
+            metrics = fit_and_evaluate(cfg, module, datamodule, loggers, summary, start, stop)
+            status = "success"
+        except Preempted:
+            status = "preempted"
+            raise
+        finally:
+            # A failed sweep job must not leave its W&B run open: the next job's logger would reuse it.
+            stop.closing()
+            close_loggers(loggers, status)
     return metrics[cfg.optimized_metric]
 
 
@@ -99,12 +107,18 @@ def log_fit_end(loggers: list, module, datamodule, metrics: dict) -> None:
         log.info("W&B end of fit (predictions, confusion matrix, artifact): %.1f s", time.perf_counter() - start)
 
 
-def fit_and_evaluate(cfg: DictConfig, module, datamodule, loggers: list, summary: dict, start: float) -> dict:
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+def fit_and_evaluate(
+    cfg: DictConfig, module, datamodule, loggers: list, summary: dict, start: float, stop: StopSignals
+) -> dict:
+    # The run's own callbacks after the configured ones: the NaN guard sees a step before it is saved.
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [stop, RandomStateCheckpoint()]
     for callback in callbacks:
         if isinstance(callback, ModelSummary):
             callback.forward_flops = 2e9 * summary["gmacs"]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # submitit requeues a preempted job (conf/hydra/launcher/slurm.yaml), not Lightning
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=plugins)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     code = git_commit()
     wandb_run = None

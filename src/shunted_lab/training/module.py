@@ -16,6 +16,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from .metrics import GroupAccuracy
@@ -74,6 +75,10 @@ class ImageClassifier(L.LightningModule):
             else None
         )
         self.soft_loss = SoftTargetCrossEntropy()
+        # train/loss_epoch: kept in every checkpoint, so a run resumed mid-epoch still reports the mean
+        # over the whole epoch (Lightning's own epoch aggregate starts again empty).
+        self.train_loss = MeanMetric(nan_strategy="disable")  # NonFiniteLossGuard stops a NaN; no sync per step
+        self.train_loss.persistent(True)
         top_k = min(5, num_classes)
         self.metrics = nn.ModuleDict(
             {
@@ -101,8 +106,15 @@ class ImageClassifier(L.LightningModule):
             loss = self.soft_loss(self(x), soft)
         else:
             loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        self.log("train/loss_step", loss, prog_bar=True, batch_size=len(x))
+        self.train_loss.update(loss.detach(), len(x))
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning resets the mean when it logs it at the epoch's end, which comes after the checkpoint
+        # saved at the validation's end: a run resumed from that checkpoint starts the epoch here.
+        self.train_loss.reset()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:

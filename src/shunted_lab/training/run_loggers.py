@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..run_dirs import WANDB_ID_FILE, sweep_tag
 from ..wandb_env import wandb_offline
+from .preemption import EXIT_PREEMPTED
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -30,13 +31,18 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
-def close_loggers(loggers: list, succeeded: bool) -> None:
+def close_loggers(loggers: list, status: str) -> None:
+    """Flush and close every logger; `status` is success, failed or preempted (W&B marks the run so)."""
     for logger in loggers:
-        logger.finalize("success" if succeeded else "failed")
-    if any(isinstance(lg, WandbLogger) for lg in loggers):
-        import wandb
+        logger.finalize("success" if status == "success" else "failed")
+    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
+    if not wandb_loggers:
+        return
+    import wandb
 
-        wandb.finish(exit_code=0 if succeeded else 1)  # W&B marks the run failed
+    if status == "preempted" and wandb.run is not None:
+        wandb.run.mark_preempting()
+    wandb.finish(exit_code={"success": 0, "failed": 1}.get(status, EXIT_PREEMPTED))
 
 
 def log_analysis(loggers: list, result: dict, out: Path, prefix: str = "analysis") -> None:

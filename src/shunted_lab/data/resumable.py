@@ -1,0 +1,117 @@
+"""The training loader that resumes mid-epoch exactly where a checkpoint left it.
+
+A run stopped at step k and resumed must train on the batches an uninterrupted run would have
+trained on, with the same augmentations. Three things make that so:
+
+- the order is a shuffle of (seed, epoch), this device's share of it (`ResumableSampler`, a
+  DistributedSampler, so Lightning leaves it in place under DDP), and not the global RNG's state;
+- the loader is stateful (`state_dict`/`load_state_dict`, which Lightning saves in every
+  checkpoint and restores before the epoch's iterator is made): a resume skips the batches of the
+  epoch already trained on, by index, without loading them;
+- each item's random augmentation is drawn from a generator seeded by (seed, epoch, index)
+  (`SeededItems`), so it is the same whichever worker loads it and however the run was split.
+
+The model's own randomness (drop path) is the global RNG's, saved in the checkpoint
+(training/callbacks.RandomStateCheckpoint).
+"""
+
+import itertools
+import os
+import random
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+def loader_seed() -> int:
+    """The run's seed as Lightning's own distributed sampler takes it (set by seed_everything)."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+class ResumableSampler(DistributedSampler):
+    """This device's share of a (seed, epoch) shuffle, yielding (epoch, index) keys for SeededItems.
+    `resume_at(epoch, batches)`: the iterator of that epoch leaves out its first `batches` batches
+    (Lightning counts a checkpoint taken after an epoch's last batch as that epoch done: the next
+    epoch's iterator then skips nothing)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int):
+        distributed = dist.is_available() and dist.is_initialized()
+        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        self.batch_size = batch_size
+        self.resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        self.set_epoch(epoch)
+        self.resume = epoch, batches
+
+    def batches_to_skip(self) -> int:
+        """How many batches the next iterator leaves out: those of the resume point's epoch already trained on."""
+        return self.resume[1] if self.resume is not None and self.resume[0] == self.epoch else 0
+
+    def __iter__(self):
+        skip, self.resume = self.batches_to_skip() * self.batch_size, None
+        for index in itertools.islice(super().__iter__(), skip, None):
+            yield self.epoch, index
+
+
+class SeededItems(Dataset):
+    """A training set whose item (epoch, index) is drawn with the CPU generators (torch, random,
+    numpy: what torchvision's and timm's transforms use) seeded by (seed, epoch, index). The
+    caller's generator states are put back afterwards: the model's dropout never sees the data's draws."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        item_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+        saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
+        torch.default_generator.manual_seed(item_seed)
+        random.seed(item_seed)
+        np.random.seed(item_seed)
+        try:
+            return self.dataset[index]
+        finally:
+            torch.set_rng_state(saved[0])
+            random.setstate(saved[1])
+            np.random.set_state(saved[2])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over SeededItems with a ResumableSampler that remembers how far into the epoch it
+    has handed out batches: Lightning saves that (`state_dict`) in every checkpoint and gives it
+    back (`load_state_dict`) when a run resumes mid-epoch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches_handed = 0
+
+    def __iter__(self):
+        self.batches_handed = self.sampler.batches_to_skip()
+        for batch in super().__iter__():
+            self.batches_handed += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "batches": self.batches_handed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.resume_at(state["epoch"], state["batches"])
+
+
+def training_loader(dataset: Dataset, batch_size: int, **kwargs) -> ResumableLoader:
+    seed = loader_seed()
+    return ResumableLoader(
+        SeededItems(dataset, seed),
+        batch_size=batch_size,
+        sampler=ResumableSampler(dataset, batch_size, seed),
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),  # the workers' base seed, not drawn from the global RNG
+        **kwargs,
+    )

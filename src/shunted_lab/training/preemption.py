@@ -1,0 +1,150 @@
+"""Stop signals: a preempted or time-limited run saves the step it reached and exits with EXIT_PREEMPTED.
+
+Schedulers stop a job with a signal and kill it a little later: SIGTERM (SLURM's preemption,
+`scancel`, `kill`), SIGINT (Ctrl-C), or the signal a job asked for ahead of its time limit (SIGUSR1
+with `sbatch --signal=USR1@90`; submitit asks for SIGUSR2). `StopSignals` makes each of them mean
+"stop soon, lose nothing":
+
+- during training, the optimizer step in progress finishes and last.ckpt is written for it through
+  the atomic checkpoint IO; a validation that is due at that step, or in progress, runs to its end
+  and is saved too (so that the resumed run's history has it: Lightning does not resume a
+  validation halfway); then the run stops;
+- wherever no step has run since the last checkpoint and no validation is running (building,
+  compiling or capturing the first step, the evaluation and W&B work after the fit), the run stops
+  at once: there is nothing to save;
+- a second signal before the save stops at once; the previous checkpoint is whole (atomic IO).
+
+The run stops by raising Preempted, a BaseException as KeyboardInterrupt is, so that no library's
+`except Exception` swallows it on the way out. train() closes the loggers (the W&B run marked
+preempted); run.py records the stop in the run directory and exits with EXIT_PREEMPTED, or first
+hands the signal to the handler that was there before ours (submitit's, which requeues the job).
+"""
+
+import logging
+import signal
+from pathlib import Path
+
+import lightning as L
+
+from ..run_dirs import last_checkpoint
+
+log = logging.getLogger(__name__)
+
+EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: a temporary failure; the same command continues the run
+
+
+class Preempted(BaseException):
+    def __init__(self, signal_name: str, step: int | None = None, checkpoint: Path | None = None, previous=None):
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        self.previous_handler = previous
+        saved = f"saved step {step} to {checkpoint}" if checkpoint else "nothing new to save"
+        super().__init__(f"stopped by {signal_name}: {saved}")
+
+    def hand_over(self) -> None:
+        """Give the signal to the handler that was installed before ours (submitit's requeue), if any.
+        Python's own (Ctrl-C's KeyboardInterrupt) and the default and ignore actions are not handed over."""
+        handler = self.previous_handler
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(signal.Signals[self.signal_name], None)
+
+
+class StopSignals(L.Callback):
+    """The handlers of `signals` for as long as the `with` block runs, and, as a callback of the
+    trainer, the safe points where a stopping run saves its step.
+
+    `received` is the process's first stop signal: later jobs of a multirun in this process see it."""
+
+    received: str | None = None
+
+    def __init__(self, output_dir: str | Path, signals=("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")):
+        self.output_dir = Path(output_dir)
+        self.signals = [signal.Signals[name] for name in signals]
+        self.previous: dict[signal.Signals, object] = {}
+        self.pending: str | None = None
+        self.trainer: L.Trainer | None = None  # set while the fit trains: steps may be unsaved
+        self.saved_step = 0
+        self.saved_for_stop = False  # the stop's checkpoint is written: the run stops at the next step's start
+        self.stopping = False
+
+    def __enter__(self) -> "StopSignals":
+        self.previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+    def closing(self) -> None:
+        """The run is ending (its loggers are being closed): a signal now is recorded, not raised."""
+        self.stopping = True
+
+    def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        StopSignals.received = StopSignals.received or name
+        if self.stopping:
+            log.warning("%s received while the run closes; it stops when its files are written", name)
+            return
+        trainer = self.trainer
+        unsaved = trainer is not None and (trainer.validating or trainer.global_step > self.saved_step)
+        if self.pending is None and unsaved:
+            self.pending = name
+            log.warning(
+                "%s: saving at the end of the step (or of the validation) in progress, then stopping; "
+                "a second signal stops without saving",
+                name,
+            )
+            return
+        self.stopping = True
+        raise Preempted(self.pending or name, previous=self._previous_handler(self.pending or name))
+
+    def _previous_handler(self, name: str | None):
+        return self.previous.get(signal.Signals[name]) if name in signal.Signals.__members__ else None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning installed its own SIGTERM handler for the fit (it ends the run as a success): ours again.
+        for s in self.signals:
+            signal.signal(s, self._handle)
+        self.trainer, self.saved_step = trainer, trainer.global_step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.saved_step = trainer.global_step
+
+    # Where a stopping run saves: at the end of its step, as Lightning's step-interval checkpoints do.
+    # A validation that follows still runs, and its end saves again: Lightning resumes a checkpoint
+    # taken at a validation's step as if that validation had run. The stop itself comes at the next
+    # step's start (or the fit's end), once this step's and this validation's logs are written.
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._asked(trainer):
+            self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.trainer is not None and (self.saved_for_stop or self._asked(trainer)):
+            self._save(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.saved_for_stop:
+            self._stop(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """The fit's end: a stop saved before it happens now; otherwise steps after the last checkpoint
+        are saved, so that after the fit a signal never has to wait."""
+        if self.saved_for_stop:
+            self._stop(trainer)
+        if trainer.global_step > self.saved_step:
+            trainer.save_checkpoint(last_checkpoint(self.output_dir))
+        self.trainer = None
+
+    def _asked(self, trainer) -> bool:
+        asked = self.pending is not None
+        if trainer.world_size > 1:  # every process stops at the same point, whichever one got the signal
+            asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
+        return asked
+
+    def _save(self, trainer) -> None:
+        trainer.save_checkpoint(last_checkpoint(self.output_dir))
+        self.saved_for_stop = True
+
+    def _stop(self, trainer) -> None:
+        self.stopping = True
+        name = self.pending or "a stop signal on another process"
+        raise Preempted(name, trainer.global_step, last_checkpoint(self.output_dir), self._previous_handler(name))
