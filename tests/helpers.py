@@ -1,7 +1,11 @@
 """Compose the real configs for tests: tiny data, CSV logging, everything under tmp_path."""
 
 import json
+import os
 import pickle
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +32,30 @@ TINY = [
     "~callbacks.model_summary",
     "callbacks.throughput.warmup_batches=1",
 ]
+
+
+def run_py(tmp_path: Path, *overrides: str, **kwargs) -> subprocess.Popen:
+    """run.py in a subprocess, in tmp_path, without W&B credentials; stdout and stderr together."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["NETRC"] = str(tmp_path / "no-netrc")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])  # the test callbacks
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), f"paths.root_dir={tmp_path}", *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        **kwargs,
+    )
+
+
+def checkpoint_step(path: Path) -> int:
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")["global_step"]
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return -1
 
 
 def compose_cfg(tmp_path: Path, *overrides: str, tiny: bool = True):
@@ -114,6 +142,9 @@ class StepFile(L.Callback):
     def __init__(self, path: str, delay: float = 0.0, in_validation: bool = False):
         self.path, self.delay, self.in_validation = Path(path), delay, in_validation
 
+    def on_train_start(self, trainer, pl_module):
+        self.path.write_text("train start")
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.path.write_text(f"train {trainer.global_step}")
         time.sleep(self.delay)
@@ -122,6 +153,19 @@ class StepFile(L.Callback):
         if self.in_validation and trainer.state.fn == "fit":
             self.path.write_text(f"validation {trainer.global_step} {batch_idx}")
             time.sleep(self.delay)
+
+
+class SignalSelf(L.Callback):
+    """Test-only: send `signal` to this process from the trainer hook `hook`: on_test_end (the evaluation
+    after the fit), or on_train_batch_end at global step `at_step` (-1: never, for the other jobs of a sweep)."""
+
+    def __init__(self, hook: str = "on_train_batch_end", signal: str = "SIGTERM", at_step: int | None = None):
+        setattr(self, hook, self.send)
+        self.signal, self.at_step = signal, at_step
+
+    def send(self, trainer, *args, **kwargs):
+        if self.at_step is None or trainer.global_step == self.at_step:
+            os.kill(os.getpid(), getattr(signal, self.signal))
 
 
 def official_key_listing(name: str) -> dict[str, tuple[int, ...]]:

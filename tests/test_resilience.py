@@ -12,34 +12,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, SHAPES_TINY, TINY, compose_cfg, image_folder_cfg, write_broken_image, write_image_folder
+from helpers import (
+    SHAPES_TINY,
+    TINY,
+    checkpoint_step,
+    compose_cfg,
+    image_folder_cfg,
+    run_py,
+    write_broken_image,
+    write_image_folder,
+)
 
 from shunted_lab.config import ConfigError
 from shunted_lab.data import DataError
 from shunted_lab.training import train
 from shunted_lab.training.callbacks import NonFiniteLossError
-
-
-def run_py(tmp_path: Path, *overrides: str, **kwargs) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["NETRC"] = str(tmp_path / "no-netrc")
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), f"paths.root_dir={tmp_path}", *overrides],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        **kwargs,
-    )
-
-
-def checkpoint_step(path: Path) -> int:
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")["global_step"]
-    except (FileNotFoundError, RuntimeError, EOFError):
-        return -1
 
 
 @pytest.mark.slow
