@@ -42,6 +42,10 @@ def step_file(tmp_path: Path, delay: float = 0.0, in_validation: bool = False) -
     return path, [*overrides, f"+callbacks.step.delay={delay}", f"+callbacks.step.in_validation={in_validation}"]
 
 
+def train_step_at_least(step: int):
+    return lambda words: words[0] == "train" and words[1].isdigit() and int(words[1]) >= step
+
+
 def signal_when(proc, path: Path, reached, sig: signal.Signals) -> str:
     """Send `sig` once the step file satisfies `reached`; the file's text at that moment."""
     deadline = time.time() + 300
@@ -71,6 +75,16 @@ def results(run_dir: Path) -> tuple[dict, dict]:
     return final, history
 
 
+def differences(run: tuple[dict, dict], reference: tuple[dict, dict]) -> list:
+    """What differs between two `results`: (key, this run's, the reference's)."""
+    return [
+        (key, mine.get(key), theirs.get(key))
+        for mine, theirs in zip(run, reference, strict=True)
+        for key in sorted(set(mine) | set(theirs), key=str)
+        if mine.get(key) != theirs.get(key)
+    ]
+
+
 def rerun(tmp_path: Path, run_dir: Path, *overrides: str) -> str:
     proc = run_py(tmp_path, *RUN, *overrides, f"hydra.run.dir={run_dir}")
     output, _ = proc.communicate(timeout=600)
@@ -94,7 +108,7 @@ def test_a_signal_mid_epoch_saves_that_step_and_the_rerun_ends_as_an_uninterrupt
     run_dir = tmp_path / "run"
     path, overrides = step_file(tmp_path, delay=0.02)
     proc = run_py(tmp_path, *RUN, *overrides, f"hydra.run.dir={run_dir}")
-    at = int(signal_when(proc, path, lambda w: w[0] == "train" and int(w[1]) >= 75, sig).split()[1])
+    at = int(signal_when(proc, path, train_step_at_least(75), sig).split()[1])
     output = stopped_within(proc, 30)
     saved = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     assert at <= saved <= at + 1, (at, saved)  # the step done at the signal, or the one in progress
@@ -108,7 +122,7 @@ def test_a_signal_mid_epoch_saves_that_step_and_the_rerun_ends_as_an_uninterrupt
     assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [EXIT_PREEMPTED]
 
     rerun(tmp_path, run_dir, *overrides)
-    assert results(run_dir) == uninterrupted
+    assert differences(results(run_dir), uninterrupted) == []
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 120 and metrics["wandb"]["id"] == wandb_id
     assert not (run_dir / "preempted.json").exists()
@@ -123,7 +137,7 @@ def test_a_signal_during_validation_lets_it_finish_and_the_rerun_ends_as_an_unin
     stopped_within(proc, 30)
     assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 60
     rerun(tmp_path, run_dir, *overrides)
-    assert results(run_dir) == uninterrupted  # epoch 0's validation is in the history once
+    assert differences(results(run_dir), uninterrupted) == []  # epoch 0's validation is in the history once
 
 
 @pytest.mark.slow
@@ -135,7 +149,7 @@ def test_a_signal_in_the_evaluation_after_the_fit_stops_at_once_and_the_rerun_on
     assert "stopped by SIGTERM: nothing new to save" in output
     assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 120  # the fit's end was saved
     output = rerun(tmp_path, run_dir)
-    assert results(run_dir) == uninterrupted
+    assert differences(results(run_dir), uninterrupted) == []
 
 
 @pytest.mark.slow
@@ -157,7 +171,7 @@ def test_a_signal_to_a_multirun_records_the_job_stops_the_sweep_and_the_rerun_co
     path, overrides = step_file(tmp_path, delay=0.1)
     command = [*SWEEP, *overrides, "attention=vit,shunted", f"hydra.sweep.dir={tmp_path}/sweep"]
     proc = run_py(tmp_path, *command)
-    signal_when(proc, path, lambda w: w[0] == "train" and int(w[1]) >= 2, signal.SIGTERM)
+    signal_when(proc, path, train_step_at_least(2), signal.SIGTERM)
     output = stopped_within(proc, 30)
     assert "1_shunted-detail_specific-seed0 not started: the sweep was stopped by SIGTERM" in output
     jobs, _ = load_jobs(tmp_path / "sweep")
@@ -212,8 +226,7 @@ def test_submitits_own_signal_saves_the_step_then_submitit_requeues_the_job_whic
     log = (jobs[0].dir / "run.log").read_text()
     assert "stopped by SIGUSR2: saved step 2" in log and "was interrupted; resuming" in log
     assert json.loads((jobs[0].dir / "metrics.json").read_text())["global_step"] == 4
-    submitit_logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").glob("*/*_log.err"))
-    assert "this job is preempted" in submitit_logs and "Requeued job" in submitit_logs
+    assert "this job is preempted" in log and "Requeued job" in log  # submitit's own lines
 
 
 def test_the_training_order_is_a_shuffle_of_seed_and_epoch_and_a_resume_skips_the_batches_trained(tmp_path):
