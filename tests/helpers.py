@@ -196,9 +196,16 @@ def wandb_records(run_dir: Path, timeout: float = 60) -> list:
 
     wandb's writer may still be appending when `wandb.finish` returns: the file is read again until it
     ends with the run's exit record (or `timeout` seconds have passed)."""
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + timeout
     while True:
-        records = read_wandb_log(next(Path(run_dir).glob("*.wandb")).read_bytes())
+        try:
+            records = read_wandb_log(next(Path(run_dir).glob("*.wandb")).read_bytes())
+        except DecodeError:  # read while a record was half written
+            if time.monotonic() > deadline:
+                raise
+            records = []
         if (records and records[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
             return records
         time.sleep(0.2)
@@ -218,9 +225,9 @@ def read_wandb_log(data: bytes) -> list:
             continue
         length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
         chunk = data[pos + header : pos + header + length]
-        pos += header + length
-        if kind == 0:  # zero fill at the end of the file
+        if kind == 0 or len(chunk) < length:  # zero fill at the end of the file, or a chunk still being written
             break
+        pos += header + length
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import error_line
 from ..files import write_json
 from ..run_dirs import FAILED_FILE, agent_sweep_id, sweep_id_of
-from ..training.preemption import EXIT_PREEMPTED
+from ..training.preemption import EXIT_PREEMPTED, StopSignals
 from .wandb_run import log_sweep_summary
 from .write import write_report
 
@@ -74,6 +74,8 @@ class SweepReport(Callback):
 
             for line in publish_wandb_report(sweep_dir):
                 log.info(line)
-        if preempted:  # a launcher or a scheduler reading the exit code reruns the sweep, which resumes them
-            log.warning("rerun the same command to resume the preempted jobs")
+        # A launcher or a scheduler reading the exit code reruns the sweep, which resumes the preempted
+        # jobs and starts those a signal to this process kept from starting.
+        if preempted or StopSignals.received:
+            log.warning("rerun the same command to complete the sweep")
             sys.exit(EXIT_PREEMPTED)
