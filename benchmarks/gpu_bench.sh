@@ -4,7 +4,9 @@
 # pvt_v2_b2; each mixer with its peer's FFN against the peer (swin/plain vs Swin-T, pvt/dwconv vs
 # PVTv2-b2, vit/plain vs DeiT-S); first training step (compile) time, a torch.profiler summary per
 # entry (GPU busy share, kernel launches per step); Lightning vs a bare loop and the SHAPES loader.
-# Sized for about 6 minutes on an H100; every step is bounded by STEP_TIMEOUT and what finished stays.
+# Sized for about 6 minutes on an H100; every step is bounded by STEP_TIMEOUT (then SIGTERM, and
+# SIGKILL KILL_AFTER seconds later: a run that handles SIGTERM saves and exits, a hung one is killed),
+# what finished stays, and summary.md says first which steps failed or timed out.
 #
 #   bash benchmarks/gpu_bench.sh                      # on the GPU machine, from the repository root
 #
@@ -26,17 +28,33 @@ MIXERS=${MIXERS:-swin pvt vit}
 BACKEND=${BACKEND:-inductor}
 PRECISION=${PRECISION:-bf16}
 STEP_TIMEOUT=${STEP_TIMEOUT:-150}
+KILL_AFTER=${KILL_AFTER:-10}
+PYTHON=${PYTHON:-python}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:src
 mkdir -p "$RESULTS"
-failed=0
+failures=()
 
-bench() {  # bench NAME ARGS...: one bench run, bounded in time, its table kept
+step() {  # step NAME COMMAND...: bounded in time; a failure is recorded with how it ended
+    local name=$1 code
+    shift
+    timeout -k "$KILL_AFTER" "$STEP_TIMEOUT" "$@"
+    code=$?
+    case $code in
+    0) return ;;
+    124) failures+=("$name: timed out after ${STEP_TIMEOUT} s (SIGTERM)") ;;
+    137) failures+=("$name: hung, killed ${KILL_AFTER} s after its SIGTERM at ${STEP_TIMEOUT} s") ;;
+    *) failures+=("$name: failed with exit code $code") ;;
+    esac
+    echo "!! ${failures[-1]}"
+}
+
+bench() {  # bench NAME ARGS...: one bench run, its table kept
     local name=$1
     shift
     echo "== $name: $*"
-    timeout "$STEP_TIMEOUT" python -m shunted_lab.bench --device "$DEVICE" --precision "$PRECISION" --image-size "$IMAGE" \
+    step "$name" "$PYTHON" -m shunted_lab.bench --device "$DEVICE" --precision "$PRECISION" --image-size "$IMAGE" \
         --warmup "$WARMUP" --iters "$ITERS" --rounds 1 --profile --compile-backend "$BACKEND" --models "$MODEL" \
-        --out "$RESULTS/$name.json" "$@" || { echo "!! $name failed or timed out"; failed=1; }
+        --out "$RESULTS/$name.json" "$@"
 }
 
 peer() { [ "$PEERS" = 1 ] && echo "--peers $1"; }
@@ -56,12 +74,22 @@ for batch in $BATCHES; do
 done
 last_batch=${BATCHES##* }
 echo "== loop overhead"
-timeout "$STEP_TIMEOUT" python -m shunted_lab.bench --loop-overhead --device "$DEVICE" --precision "$PRECISION" \
+step loop_overhead "$PYTHON" -m shunted_lab.bench --loop-overhead --device "$DEVICE" --precision "$PRECISION" \
     --models "$MODEL" --image-size "$IMAGE" --batch-size "$last_batch" --modes cudagraphs --compile-backend "$BACKEND" \
-    --warmup "$WARMUP" --iters "$ITERS" --rounds 2 --out "$RESULTS/loop_overhead.json" || failed=1
+    --warmup "$WARMUP" --iters "$ITERS" --rounds 2 --out "$RESULTS/loop_overhead.json"
 
-for table in "$RESULTS"/*.md; do
-    [ "$table" = "$RESULTS/summary.md" ] || { echo "## $(basename "$table" .md)"; echo; cat "$table"; echo; }
-done >"$RESULTS/summary.md"
+{
+    if [ ${#failures[@]} -eq 0 ]; then
+        echo "All steps finished."
+    else
+        echo "Steps that did not finish (their tables are missing below):"
+        echo
+        printf -- '- %s\n' "${failures[@]}"
+    fi
+    echo
+    for table in "$RESULTS"/*.md; do
+        [ "$table" = "$RESULTS/summary.md" ] || { echo "## $(basename "$table" .md)"; echo; cat "$table"; echo; }
+    done
+} >"$RESULTS/summary.md"
 cat "$RESULTS/summary.md"
-exit $failed
+[ ${#failures[@]} -eq 0 ]

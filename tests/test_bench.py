@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,4 +126,30 @@ def test_the_gpu_bench_script_runs_end_to_end_on_a_tiny_cpu_configuration(tmp_pa
     loop = json.loads((tmp_path / "loop_overhead.json").read_text())["loop"]
     assert loop["mode"] == "cudagraphs" and loop["lightning_vs_bare"] > 0
     summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("All steps finished.")
     assert "## shunted_b2" in summary and "| training step, profiled |" in summary
+
+
+@pytest.mark.parametrize(
+    "python,ending",
+    [
+        ("#!/bin/bash\ntrap '' TERM\nsleep 600\n", "hung, killed 1 s after its SIGTERM at 1 s"),  # ignores SIGTERM
+        ("#!/bin/bash\nexit 3\n", "failed with exit code 3"),
+    ],
+)
+def test_the_gpu_bench_script_ends_every_step_and_says_which_did_not_finish(tmp_path, python, ending):
+    fake = tmp_path / "python"
+    fake.write_text(python)
+    fake.chmod(0o755)
+    steps = dict(BATCHES="2", MIXERS="vit", STEP_TIMEOUT="1", KILL_AFTER="1")
+    env = {**os.environ, **steps, "PYTHON": str(fake), "RESULTS": str(tmp_path / "out")}
+    start = time.monotonic()
+    script = str(ROOT / "benchmarks" / "gpu_bench.sh")
+    proc = subprocess.run(["bash", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - start < 30  # three steps of at most 1 s + 1 s
+    assert proc.returncode != 0
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert summary.startswith("Steps that did not finish")
+    assert [line for line in summary.splitlines() if line.startswith("- ")] == [
+        f"- {step}: {ending}" for step in ("shunted_b2", "vit_plain_b2", "loop_overhead")
+    ]

@@ -267,3 +267,23 @@ def test_small_source_images_get_an_image_size_hint(tmp_path, caplog):
     caplog.clear()
     ImageFolderData(name="imagefolder", root=str(tmp_path / "images"), image_size=96).setup()
     assert "data.image_size=" not in caplog.text
+
+
+@pytest.mark.parametrize("side,size", [(8, 32), (32, 32), (100, 128), (300, 224)])
+def test_an_image_folder_without_an_image_size_fits_it_to_its_images(tmp_path, caplog, side, size):
+    """The median short side rounded up to a multiple of 32, in [32, 224] (conf/data/imagefolder.yaml)."""
+    write_image_folder(tmp_path / "images", per_class=2, size=side)  # side x (side + 8) px
+    caplog.set_level("INFO")
+    data = ImageFolderData(name="imagefolder", root=str(tmp_path / "images"))
+    assert data.image_size == size
+    assert f"data.image_size={size}: the training images are about {side} px on their short side" in caplog.text
+    data.setup()
+    assert data.train_set[0][0].shape[-2:] == (size, size)
+    assert ImageFolderData(name="imagefolder", root=str(tmp_path / "images"), image_size=64).image_size == 64
+
+
+def test_only_image_folders_fit_the_image_size_to_their_images(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"^data.image_size=null fits the size to the images, which only image folders"
+    ):
+        train(compose_cfg(tmp_path, "data.image_size=null"))

@@ -90,7 +90,7 @@ RULES = (
     ("seed", _int, "an integer"),
     ("data.batch_size", lambda v: _int(v) and v > 0, "a positive integer"),
     ("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    ("data.image_size", lambda v: _int(v) and v >= 8, "an integer >= 8"),
+    ("data.image_size", lambda v: v is None or (_int(v) and v >= 8), "an integer >= 8 (image folders: or null)"),
     ("trainer.max_epochs", lambda v: v == -1 or (_int(v) and v > 0), "a positive integer, or -1 for no limit"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {list(PRECISIONS)}"),
     ("optim.lr", lambda v: _number(v) and v > 0, "a number > 0"),
@@ -134,6 +134,11 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is not allowed; expected {allowed}")
+    if cfg.data.image_size is None and not str(cfg.data.get("_target_", "")).endswith("ImageFolderData"):
+        raise ConfigError(
+            f"data.image_size=null fits the size to the images, which only image folders do; "
+            f"give data={cfg.data.name} a size, e.g. data.image_size=64"
+        )
     if str(cfg.trainer.precision).startswith("16") and cfg.trainer.accelerator == "cpu":
         raise ConfigError(
             f"trainer.precision={cfg.trainer.precision} needs a GPU but trainer.accelerator=cpu; "

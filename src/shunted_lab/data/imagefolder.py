@@ -22,6 +22,24 @@ def load_rgb(path: str) -> Image.Image:
         raise DataError(f"cannot read image {path}: {e} (set data.skip_bad_images=true to skip such files)") from e
 
 
+def median_short_side(paths) -> int | None:
+    """The median short side, in pixels, of the images among `paths` (their headers only)."""
+    sides = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except (OSError, ValueError):
+            continue
+    return sorted(sides)[len(sides) // 2] if sides else None
+
+
+def fitting_image_size(side: int | None) -> int:
+    """The input size for images of this median short side: rounded up to a multiple of 32 (the
+    backbone's total stride), between 32 and 224 (the published models' size; 224 without a side)."""
+    return 224 if side is None else min(224, max(32, -(-side // 32) * 32))
+
+
 def readable_image(path: str) -> bool:
     if not datasets.folder.has_file_allowed_extension(path, datasets.folder.IMG_EXTENSIONS):
         return False
@@ -63,7 +81,8 @@ class ImageFolderData(ImageClassificationData):
     RandAugment, random erasing, bicubic resize, crop_pct for evaluation. An unreadable image stops
     the run naming the file; with `skip_bad_images` every file is verified first (slow on large
     sets) and the bad ones are skipped and counted. With `groups_file` (read_groups) the evaluation
-    also reports top-1 per group; every val image needs a row.
+    also reports top-1 per group; every val image needs a row. Without `image_size` the input size
+    fits the images (`fitting_image_size` of a sample's median short side).
     """
 
     def __init__(
@@ -79,6 +98,7 @@ class ImageFolderData(ImageClassificationData):
         hflip: float = 0.5,
         skip_bad_images: bool = False,
         groups_file: str | None = None,
+        image_size: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -95,6 +115,7 @@ class ImageFolderData(ImageClassificationData):
             )
         self.classes = classes["train"]
         self.num_classes = len(self.classes)
+        self.image_size = image_size or self._fitting_image_size()
         common = dict(input_size=self.image_size, mean=tuple(mean), std=tuple(std), interpolation=interpolation)
         self.train_tf = create_transform(
             is_training=True, auto_augment=auto_augment, re_prob=re_prob, scale=tuple(scale), hflip=hflip, **common
@@ -121,6 +142,21 @@ class ImageFolderData(ImageClassificationData):
                 + "; every class needs at least one image"
             )
         return classes
+
+    def _fitting_image_size(self, classes: int = 8, per_class: int = 4) -> int:
+        """From the first images of up to `classes` classes spread over the training split (a few
+        directory listings, not a walk of the whole split)."""
+        picked = self.classes[:: max(1, len(self.classes) // classes)][:classes]
+        paths = [p for c in picked for p in sorted((self.root / "train" / c).iterdir())[:per_class] if p.is_file()]
+        side = median_short_side(paths)
+        size = fitting_image_size(side)
+        log.info(
+            "data.image_size=%d: the training images are about %s px on their short side "
+            "(data.image_size=<px> sets it)",
+            size,
+            side,
+        )
+        return size
 
     def _split(self, split: str, transform) -> datasets.ImageFolder:
         folder = self.root / split
@@ -157,21 +193,14 @@ class ImageFolderData(ImageClassificationData):
 
     def _hint_image_size(self, samples: int = 32) -> None:
         """Warn when the images are 3x or more smaller than data.image_size: upsampling adds compute, not detail."""
-        paths = [path for path, _ in self.train_set.samples[:: max(1, len(self.train_set) // samples)]]
-        sides = []
-        for path in paths:
-            try:
-                with Image.open(path) as image:  # reads the header only
-                    sides.append(min(image.size))
-            except (OSError, ValueError):
-                continue
-        side = sorted(sides)[len(sides) // 2] if sides else None
+        side = median_short_side(path for path, _ in self.train_set.samples[:: max(1, len(self.train_set) // samples)])
         if side and side * 3 <= self.image_size and self.image_size > 32:
             log.warning(
                 "data.image_size=%d but the training images are about %d px on their short side: each is "
-                "upsampled %.0fx. For small images try data=imagefolder_small (or data.image_size=%d)",
+                "upsampled %.0fx. For small images try data=imagefolder_small, or data.image_size=null to fit "
+                "the size to the images (%d)",
                 self.image_size,
                 side,
                 self.image_size / side,
-                max(32, side),
+                fitting_image_size(side),
             )

@@ -52,13 +52,15 @@ def train(cfg: DictConfig) -> float:
         L.seed_everything(cfg.seed, workers=True)
         datamodule: ImageClassificationData = user_step("data", lambda: instantiate(cfg.data))
         model = user_step("model", lambda: build_model(cfg, datamodule.num_classes))
-        gmacs = user_step(f"data.image_size={cfg.data.image_size}", lambda: count_gmacs(model, cfg.data.image_size))
+        size = datamodule.image_size  # an image folder may have fitted it to its images
+        gmacs = user_step(f"data.image_size={size}", lambda: count_gmacs(model, size))
         summary = dict(
             model=cfg.model.name,
             attention=cfg.attention.name,
             mlp=cfg.mlp.name,
             data=datamodule.name,
             seed=cfg.seed,
+            image_size=size,
             params=count_params(model),
             gmacs=gmacs,
         )
