@@ -5,9 +5,10 @@ trained on, with the same augmentations. Three things make that so:
 
 - the order is a shuffle of (seed, epoch), this device's share of it (`ResumableSampler`, a
   DistributedSampler, so Lightning leaves it in place under DDP), and not the global RNG's state;
-- the loader is stateful (`state_dict`/`load_state_dict`, which Lightning saves in every
-  checkpoint and restores before the epoch's iterator is made): a resume skips the batches of the
-  epoch already trained on, by index, without loading them;
+- the loader knows its position in the epoch (`state_dict`), which the datamodule keeps in every
+  checkpoint and gives back (`load_state_dict`) before the epoch's iterator is made
+  (data/base.py): a resume skips the batches of the epoch already trained on, by index, without
+  loading them;
 - each item's random augmentation is drawn from a generator seeded by (seed, epoch, index)
   (`SeededItems`), so it is the same whichever worker loads it and however the run was split.
 
@@ -85,8 +86,9 @@ class SeededItems(Dataset):
 
 class ResumableLoader(DataLoader):
     """A DataLoader over SeededItems with a ResumableSampler that remembers how far into the epoch it
-    has handed out batches: Lightning saves that (`state_dict`) in every checkpoint and gives it
-    back (`load_state_dict`) when a run resumes mid-epoch."""
+    has handed out batches (`state_dict`), and starts there again (`load_state_dict`). The methods
+    are Lightning's stateful-loader interface, so Lightning does not warn that a mid-epoch resume
+    replays the epoch; the datamodule is what saves and restores the position (data/base.py)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

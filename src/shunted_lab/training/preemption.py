@@ -56,7 +56,7 @@ class StopSignals(L.Callback):
 
     received: str | None = None
 
-    def __init__(self, output_dir: str | Path, signals=("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")):
+    def __init__(self, output_dir: str | Path, signals: list[str]):  # signals: conf/config.yaml stop_signals
         self.output_dir = Path(output_dir)
         self.signals = [signal.Signals[name] for name in signals]
         self.previous: dict[signal.Signals, object] = {}

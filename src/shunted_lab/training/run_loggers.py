@@ -35,8 +35,7 @@ def close_loggers(loggers: list, status: str) -> None:
     """Flush and close every logger; `status` is success, failed or preempted (W&B marks the run so)."""
     for logger in loggers:
         logger.finalize("success" if status == "success" else "failed")
-    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
-    if not wandb_loggers:
+    if not any(isinstance(lg, WandbLogger) for lg in loggers):
         return
     import wandb
 
