@@ -35,6 +35,7 @@ from shunted_lab.run_dirs import (
 )
 from shunted_lab.training import train
 from shunted_lab.training.callbacks import NonFiniteLossError
+from shunted_lab.training.objectives import HEADLINE
 from shunted_lab.training.preemption import EXIT_PREEMPTED, Preempted, StopSignals
 
 log = logging.getLogger("run")
@@ -85,12 +86,13 @@ def tell_where(output_dir: Path, in_sweep: bool) -> None:
     """The end of a run: its result, where it wrote and how to compare it with other variants; a
     sweep's job says its result in one line (the sweep's report compares the jobs)."""
     metrics = json.loads((output_dir / METRICS_FILE).read_text())
+    val, test = (f"{split}/{HEADLINE[metrics['objective']]}" for split in ("val", "test"))
+    result = f"{val} {metrics[val]:.4f}, {test} {metrics[test]:.4f}"
     if in_sweep:
-        log.info("%s: val/top1 %.4f test/top1 %.4f", output_dir.name, metrics["val/top1"], metrics["test/top1"])
+        log.info("%s: %s", output_dir.name, result)
         return
     lines = [
-        f"done: val/top1 {metrics['val/top1']:.4f}, test/top1 {metrics['test/top1']:.4f} "
-        f"({metrics['attention']} x {metrics['mlp']}, {metrics['wall_time_s']:.0f} s)",
+        f"done: {result} ({metrics['attention']} x {metrics['mlp']}, {metrics['wall_time_s']:.0f} s)",
         f"  run directory    {output_dir}",
         f"  metrics          {output_dir / METRICS_FILE}",
         f"  best checkpoint  {metrics['best_checkpoint'] or '(none)'}",
@@ -98,7 +100,8 @@ def tell_where(output_dir: Path, in_sweep: bool) -> None:
     offline = sorted(output_dir.glob("wandb/offline-run-*"))
     if offline:
         lines.append(f"  W&B (offline)    wandb sync {offline[-1]}")
-    lines.append(f"  compare variants python run.py -m attention=vit,pvt,swin,shunted mlp={metrics['mlp']}")
+    objective = "" if metrics["objective"] == "classification" else f" objective={metrics['objective']}"
+    lines.append(f"  compare variants python run.py -m{objective} attention=vit,pvt,swin,shunted mlp={metrics['mlp']}")
     log.info("\n".join(lines))
 
 

@@ -15,7 +15,7 @@ from shunted_lab.config import ConfigError
 from shunted_lab.data import ShapesData
 from shunted_lab.sweeps import write_report
 from shunted_lab.training import train
-from shunted_lab.training.module import ImageClassifier
+from shunted_lab.training.classifier import ImageClassifier
 
 
 def sides(dataset, image_size):

@@ -28,7 +28,7 @@ from shunted_lab.sweeps import wandb_report as wandb_report_module
 from shunted_lab.sweeps.callback import SweepReport
 from shunted_lab.sweeps.wandb_run import SUMMARY_TABLE, report_run_id
 from shunted_lab.training import train
-from shunted_lab.training.module import ImageClassifier
+from shunted_lab.training.classifier import ImageClassifier
 
 
 def multirun(tmp_path: Path, *overrides: str, sweep_dir: bool = True) -> subprocess.CompletedProcess:

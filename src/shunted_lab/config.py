@@ -19,6 +19,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 REQUIRED = "<required>"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP")  # those a run can catch and stop on
+FITTING_DATA = ("ImageFolderData", "SegmentationFolderData", "ADE20KData")  # data that can fit image_size to its files
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
@@ -134,7 +135,7 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is not allowed; expected {allowed}")
-    if cfg.data.image_size is None and not str(cfg.data.get("_target_", "")).endswith("ImageFolderData"):
+    if cfg.data.image_size is None and not str(cfg.data.get("_target_", "")).endswith(FITTING_DATA):
         raise ConfigError(
             f"data.image_size=null fits the size to the images, which only image folders do; "
             f"give data={cfg.data.name} a size, e.g. data.image_size=64"

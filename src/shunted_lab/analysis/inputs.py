@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 @dataclass
 class AnalysisInputs:
     images: torch.Tensor  # (N, 3, H, W), normalized as the model expects
-    labels: torch.Tensor  # (N,); -1 where unknown
+    labels: torch.Tensor  # (N,); -1 where unknown (or not one class: a segmentation's label maps)
     queries: torch.Tensor  # (N, 2) input pixel (row, column) whose attention is drawn, per image
     query_kind: str  # what the query points are, e.g. "object centre"
     class_names: list[str] | None = None
@@ -27,8 +27,9 @@ def from_split(datamodule, split: str, num_images: int) -> AnalysisInputs:
     datamodule.setup("validate" if split == "val" else "test")
     dataset = getattr(datamodule, f"{split}_set")
     n = min(num_images, len(dataset))
-    items = [dataset[i] for i in range(n)]  # (image, label) or (image, label, group)
-    images, labels = torch.stack([item[0] for item in items]), [item[1] for item in items]
+    items = [dataset[i] for i in range(n)]  # (image, label) or (image, label, group); a label may be a map
+    images = torch.stack([item[0] for item in items])
+    labels = [item[1] if isinstance(item[1], int) else -1 for item in items]
     objects = getattr(dataset, "objects", None)
     names = datamodule.class_names
     if objects is not None:

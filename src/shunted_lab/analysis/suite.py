@@ -91,8 +91,17 @@ def summary_columns(distances: dict, areas: list[dict]) -> dict[str, float]:
     return summary
 
 
-def analyze(model: nn.Module, inputs: AnalysisInputs, out: Path, show: int = 4, batch_size: int = 16, **record) -> dict:
-    """Every analysis on `inputs`; writes the files listed in the module docstring; returns analysis.json's dict."""
+def analyze(
+    model: nn.Module,
+    inputs: AnalysisInputs,
+    out: Path,
+    show: int = 4,
+    batch_size: int = 16,
+    gradcam: bool = True,
+    **record,
+) -> dict:
+    """Every analysis on `inputs` (Grad-CAM only with `gradcam`: it needs class scores per image); writes
+    the files listed in the module docstring; returns analysis.json's dict."""
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -109,11 +118,17 @@ def analyze(model: nn.Module, inputs: AnalysisInputs, out: Path, show: int = 4, 
     pngs.append(out / "erf.png")
 
     shown = slice(0, len(shown_cpu))
-    cams, predicted, confidence = (t.cpu() for t in grad_cam(model, inputs.images[shown]))
-    figures.gradcam_figure(
-        shown_cpu, cams, predicted, inputs.labels[shown], confidence, inputs.class_names, out / "gradcam.png"
-    )
-    pngs.append(out / "gradcam.png")
+    predictions = []
+    if gradcam:
+        cams, predicted, confidence = (t.cpu() for t in grad_cam(model, inputs.images[shown]))
+        figures.gradcam_figure(
+            shown_cpu, cams, predicted, inputs.labels[shown], confidence, inputs.class_names, out / "gradcam.png"
+        )
+        pngs.append(out / "gradcam.png")
+        predictions = [
+            {"predicted": int(p), "label": int(y), "confidence": float(c)}
+            for p, y, c in zip(predicted, inputs.labels[shown], confidence, strict=True)
+        ]
     if distances:
         figures.distance_figure(distances, out / "attention_distance.png")
         pngs.append(out / "attention_distance.png")
@@ -125,10 +140,7 @@ def analyze(model: nn.Module, inputs: AnalysisInputs, out: Path, show: int = 4, 
         "summary": summary_columns(distances, areas),
         "mean_attention_distance_px": distances,
         "erf": {f"stage{i + 1}": area for i, area in enumerate(areas)},
-        "gradcam_predictions": [
-            {"predicted": int(p), "label": int(y), "confidence": float(c)}
-            for p, y, c in zip(predicted, inputs.labels[shown], confidence, strict=True)
-        ],
+        "gradcam_predictions": predictions,
         "figures": [p.name for p in pngs],
         "seconds": time.perf_counter() - start,
     }
@@ -137,9 +149,13 @@ def analyze(model: nn.Module, inputs: AnalysisInputs, out: Path, show: int = 4, 
 
 
 def analyze_configured(model: nn.Module, datamodule, cfg: DictConfig, out: Path, **record) -> dict:
-    """`analyze` on the images the `analysis` config names (conf/config.yaml)."""
+    """`analyze` on the images the `analysis` config names (conf/config.yaml). A model with a
+    `backbone` (a segmentation model) is analysed through its backbone: attention and ERF, no
+    Grad-CAM, which needs the class scores of a classifier."""
     if cfg.images:
         inputs = from_folder(Path(cfg.images), datamodule, cfg.num_images)
     else:
         inputs = from_split(datamodule, cfg.split, cfg.num_images)
-    return analyze(model, inputs, out, show=cfg.show, batch_size=cfg.batch_size, **record)
+    backbone = getattr(model, "backbone", None)
+    target = backbone if backbone is not None else model
+    return analyze(target, inputs, out, show=cfg.show, batch_size=cfg.batch_size, gradcam=backbone is None, **record)

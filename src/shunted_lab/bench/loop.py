@@ -24,7 +24,7 @@ def loop_overhead(args) -> dict:
 
     from ..data import ShapesData
     from ..training.callbacks import TrainThroughput
-    from ..training.module import ImageClassifier
+    from ..training.classifier import ImageClassifier
 
     device, mode = torch.device(args.device), args.modes[-1]
     data = ShapesData(

@@ -17,7 +17,7 @@ from ..models.factory import build_model, describe
 from ..models.weights import load_weights
 from ..run_dirs import CHECKPOINT_DIR, METRICS_FILE, last_checkpoint
 
-ARCHITECTURE = ("model", "attention", "mlp")
+ARCHITECTURE = ("model", "attention", "mlp", "objective")  # runs from before objectives existed: classification
 RESOLUTION_KEY = "model.window_sizes"  # the one architecture key that may follow the evaluation's resolution
 
 
@@ -70,10 +70,10 @@ def find_sources(path: str | Path) -> list[Source]:
 
 
 def architecture(source: Source, cfg: DictConfig, overrides: list[str] = ()) -> DictConfig:
-    """model/attention/mlp of the run that wrote the checkpoint, else of `cfg`; a `model.window_sizes`
+    """model/attention/mlp/objective of the run that wrote the checkpoint, else of `cfg`; a `model.window_sizes`
     the command line names goes on top (a new resolution's windows: swin resizes its tables when loading)."""
     chosen = source.run_config or OmegaConf.to_container(cfg, resolve=True)
-    arch = OmegaConf.create({k: chosen[k] for k in ARCHITECTURE})
+    arch = OmegaConf.create({k: chosen[k] for k in ARCHITECTURE if k in chosen})
     if RESOLUTION_KEY in map(override_key, overrides):
         OmegaConf.update(arch, RESOLUTION_KEY, OmegaConf.select(cfg, RESOLUTION_KEY), force_add=True)
     return arch

@@ -20,11 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from ..analysis import analyze_configured
 from ..config import ConfigError, check_config, override_key, user_step
 from ..files import write_json
+from ..models.factory import objective_of
 from ..models.stats import count_gmacs
 from ..run_dirs import EVAL_FILE, METRICS_FILE
 from ..sweeps.write import write_report
 from ..training.console import quiet_libraries
-from ..training.module import ImageClassifier
+from ..training.objectives import build_module, check_data
 from ..training.run_loggers import build_loggers, close_loggers, log_analysis
 from .sources import Source, architecture, find_sources, is_run_dir, load_model
 
@@ -47,9 +48,9 @@ def data_config(cfg: DictConfig, source: Source, overrides: list[str]) -> DictCo
 
 def score(cfg: DictConfig, source: Source, model, datamodule, loggers: list, in_sweep: bool) -> dict:
     optim = (source.run_config or {}).get("optim") or OmegaConf.to_container(cfg.optim, resolve=True)
-    module = ImageClassifier(
-        model, datamodule.num_classes, **optim, channels_last=cfg.channels_last, group_names=datamodule.group_names
-    )
+    optim = {**OmegaConf.to_container(cfg.optim, resolve=True), **optim}  # keys newer than the run's config
+    objective = objective_of(OmegaConf.create(source.run_config or cfg)).name
+    module = build_module(objective, model, datamodule, optim, channels_last=cfg.channels_last)
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False
     )
@@ -97,6 +98,7 @@ def for_each_checkpoint(cfg: DictConfig, overrides: list[str], work: Callable) -
             data_cfg = data_config(cfg, source, overrides)
             datamodule = user_step("data", lambda: instantiate(data_cfg))  # noqa: B023 (called at once)
             arch = architecture(source, cfg, overrides)
+            check_data(objective_of(arch).name, data_cfg.name, datamodule)
             model = load_model(source, arch, datamodule.num_classes)
             size = datamodule.image_size  # another resolution than the run's must fit every stage's map
             gmacs = user_step(f"data.image_size={size}", lambda: count_gmacs(model, size))  # noqa: B023

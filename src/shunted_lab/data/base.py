@@ -16,14 +16,17 @@ class DataError(ValueError):
     smaller than one batch): run.py ends the run with this one line, like a config error."""
 
 
-class ImageClassificationData(L.LightningDataModule):
+class ImageData(L.LightningDataModule):
     """Shared loaders; subclasses build `train_set`, `val_set`, `test_set` in `setup`.
 
-    Where the data knows a group for each evaluation image (SHAPES' object-size bins, an image folder's
-    groups file), `group_names` lists the groups and the val/test items are (image, label, group): the
-    module then also reports top-1 per group.
+    `objective` says what a label is: a class per image (classification) or a class per pixel
+    (segmentation: the label is an (H, W) map). Where the data knows a group for each evaluation
+    image (SHAPES' object-size bins, an image folder's groups file) or pixel (SHAPES scenes' object-size
+    bins), `group_names` lists the groups and the val/test items end with the group index (a map of
+    them, -1 off any object): the module then also reports its score per group.
     """
 
+    objective = "classification"
     num_classes: int
     group_names: list[str] | None = None
 
@@ -51,6 +54,7 @@ class ImageClassificationData(L.LightningDataModule):
                 f"{per_device}), so no optimizer step would run; set data.batch_size <= {len(dataset) // world}"
             )
         common = dict(
+            collate_fn=self.collate(train),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -64,6 +68,10 @@ class ImageClassificationData(L.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         # The workers' base seed from a generator of the loader's own: the global RNG is the model's.
         return DataLoader(dataset, sampler=sampler, generator=torch.Generator().manual_seed(loader_seed()), **common)
+
+    def collate(self, train: bool):
+        """The loaders' collate_fn: None for PyTorch's default (items of one shape)."""
+        return None
 
     def train_dataloader(self) -> DataLoader:
         self.train_loader = self._loader(self.train_set, train=True)

@@ -9,7 +9,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from ..config import check_choice
-from .base import ImageClassificationData, TensorImages
+from .base import ImageData, TensorImages
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
@@ -43,7 +43,7 @@ def read_cifar_batches(paths: list[Path], label_key: str) -> tuple[torch.Tensor,
     return torch.cat(images), torch.cat(labels)
 
 
-class CIFARData(ImageClassificationData):
+class CIFARData(ImageData):
     """CIFAR-10/100 from the python-pickle batches; val is a fixed held-out part of train."""
 
     LAYOUT = {  # folder, train files, test files, label key

@@ -9,35 +9,10 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torchvision import datasets
 
-from .base import DataError, ImageClassificationData
+from .base import DataError, ImageData
+from .image_files import fitting_image_size, load_rgb, median_short_side
 
 log = logging.getLogger(__name__)
-
-
-def load_rgb(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {e} (set data.skip_bad_images=true to skip such files)") from e
-
-
-def median_short_side(paths) -> int | None:
-    """The median short side, in pixels, of the images among `paths` (their headers only)."""
-    sides = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                sides.append(min(image.size))
-        except (OSError, ValueError):
-            continue
-    return sorted(sides)[len(sides) // 2] if sides else None
-
-
-def fitting_image_size(side: int | None) -> int:
-    """The input size for images of this median short side: rounded up to a multiple of 32 (the
-    backbone's total stride), between 32 and 224 (the published models' size; 224 without a side)."""
-    return 224 if side is None else min(224, max(32, -(-side // 32) * 32))
 
 
 def readable_image(path: str) -> bool:
@@ -74,7 +49,7 @@ def read_groups(path: Path) -> dict[str, str]:
     return {Path(row["path"]).as_posix(): row["group"] for row in rows}
 
 
-class ImageFolderData(ImageClassificationData):
+class ImageFolderData(ImageData):
     """`root/train/<class>/*` and `root/val/<class>/*` (ImageNet layout); val doubles as the test split.
 
     Transforms come from timm's `create_transform`, so the official ImageNet recipe is a config:

@@ -16,7 +16,7 @@ import torch
 from torchvision.transforms import v2
 
 from ..files import atomic_write
-from .base import ImageClassificationData, TensorImages
+from .base import ImageData, TensorImages
 
 CLASSES = (
     "disc",
@@ -52,17 +52,15 @@ def shape_mask(label: int, dx: np.ndarray, dy: np.ndarray, s: float) -> np.ndarr
     ][label]
 
 
-def render(
-    rng: np.random.Generator, label: int, size: int, clutter: int, scales: tuple[float, float] = SCALES
-) -> tuple[np.ndarray, tuple]:
-    """One (size, size, 3) uint8 image of class `label` whose object's side is a fraction in `scales`
-    of the image's, and its object's (centre row, centre column, half size) in pixels."""
+def background(rng: np.random.Generator, size: int, clutter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A (size, size, 3) float image: a noisy colour gradient with `clutter` line segments and blobs
+    that are none of the classes; and the pixel grid (rows, columns) the shapes are drawn on."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     c0, c1 = rng.uniform(0, 130, (2, 3)).astype(np.float32)  # dark background, bright objects
     angle = rng.uniform(0, 2 * np.pi)
     t = ((xx * np.cos(angle) + yy * np.sin(angle)) / (size * 1.42) + 0.5)[..., None]
     img = c0 * (1 - t) + c1 * t + rng.normal(0, 6, (size, size, 3))
-    for _ in range(clutter):  # line segments and blobs that are none of the classes
+    for _ in range(clutter):
         colour = rng.uniform(0, 255, 3)
         if rng.random() < 0.7:
             (x0, y0), (x1, y1) = rng.uniform(0, size, (2, 2))
@@ -73,6 +71,15 @@ def render(
         else:
             cx, cy = rng.uniform(0, size, 2)
             img[np.hypot(xx - cx, yy - cy) <= rng.uniform(0.8, 1.5)] = colour
+    return img, yy, xx
+
+
+def render(
+    rng: np.random.Generator, label: int, size: int, clutter: int, scales: tuple[float, float] = SCALES
+) -> tuple[np.ndarray, tuple]:
+    """One (size, size, 3) uint8 image of class `label` whose object's side is a fraction in `scales`
+    of the image's, and its object's (centre row, centre column, half size) in pixels."""
+    img, yy, xx = background(rng, size, clutter)
     half = rng.uniform(scales[0] / 2, scales[1] / 2) * size
     cx, cy = rng.uniform(half, size - half, 2)
     img[shape_mask(label, xx - cx, yy - cy, half)] = rng.uniform(170, 255, 3)
@@ -111,7 +118,7 @@ def check_bins(key: str, bins: dict) -> dict[str, float]:
     return {str(name): float(bound) for name, bound in bins.items()}
 
 
-class ShapesData(ImageClassificationData):
+class ShapesData(ImageData):
     """SHAPES (above), with object sizes that train and test draw from set apart for
     scale-shift studies: val draws from `train_scales` (model selection never sees the test sizes),
     test from `test_scales`. Evaluation images are grouped by object size into `scale_bins`."""

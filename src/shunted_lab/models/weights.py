@@ -7,7 +7,8 @@ official release files, adapted to the model's resolution and class count where 
   the stems and the pvt/shunted aggregations are convolutions, and no mixer has an absolute position
   embedding. Shunted's rates apply to any map with the official floor rounding (mixers/shunted.py).
 - The classifier is kept when the class counts agree. Otherwise evaluation refuses the file, and
-  fine-tuning (`new_head=True`) leaves the model's freshly initialised head in place.
+  fine-tuning (`new_head=True`) leaves the model's freshly initialised head in place. A backbone
+  without a classifier (under a segmentation head) takes everything but the classifier.
 Anything else that differs (another mixer, FFN, depth, width) is refused with the keys that differ.
 """
 
@@ -54,6 +55,8 @@ def load_weights(model: nn.Module, path: str | Path, key: str, describe: str, ne
     state, lightning = read_state(path, key)
     where = f"{key}={str(path)!r}"
     expected = model.state_dict()
+    if HEAD[0] not in expected:  # a backbone without its classifier
+        state = {k: v for k, v in state.items() if k not in HEAD}
     head = state.get("head.weight")
     new_classes = head is not None and head.shape[0] != expected["head.weight"].shape[0]
     if new_classes and not new_head:

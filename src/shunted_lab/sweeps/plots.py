@@ -1,57 +1,59 @@
-"""A sweep's figures: top-1 against cost, validation curves, top-1 per group and the cells' ERFs."""
+"""A sweep's figures: the score (top-1, or mIoU for segmentation) against cost, validation curves, the
+score per group (segmentation: IoU against object size, per mixer) and the cells' ERFs. File names keep
+`top1` for classification sweeps and say `miou` for segmentation ones."""
 
 import csv
 import statistics
 from pathlib import Path
 
-from .aggregate import GROUP_METRIC, reported_groups
+from .aggregate import GROUP_METRIC, SCORE_NAMES, reported_groups
 from .jobs import Job
 
 
-def val_curve(job: Job) -> tuple[list[int], list[float]]:
-    """(epoch, val/top1) from the job's CSV log."""
+def val_curve(job: Job, score: str) -> tuple[list[int], list[float]]:
+    """(epoch, val/<score>) from the job's CSV log."""
     path = job.dir / "csv" / "metrics.csv"
     if not path.is_file():
         return [], []
     points = {}
     with open(path) as f:
         for row in csv.DictReader(f):
-            if row.get("val/top1"):
-                points[int(row["epoch"])] = float(row["val/top1"])
+            if row.get(f"val/{score}"):
+                points[int(row["epoch"])] = float(row[f"val/{score}"])
     return list(points), list(points.values())
 
 
-def write_plots(rows: list[dict], jobs: list[Job], out: Path) -> None:
+def write_plots(rows: list[dict], jobs: list[Job], out: Path, score: str = "top1") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r["seeds"]]
-    for x_key, x_label, name in (
-        ("gmacs", "GMACs per image", "top1_vs_gmacs.png"),
-        ("train/images_per_sec_mean", "training images / s", "top1_vs_throughput.png"),
+    name = SCORE_NAMES[score]
+    for x_key, x_label, file in (
+        ("gmacs", "GMACs per image", f"{score}_vs_gmacs.png"),
+        ("train/images_per_sec_mean", "training images / s", f"{score}_vs_throughput.png"),
     ):
         fig, ax = plt.subplots(figsize=(7, 5))
         for r in (r for r in done if r[x_key] is not None):
-            ax.errorbar(r[x_key], r["val/top1_mean"] * 100, yerr=r["val/top1_std"] * 100, fmt="o", capsize=3)
-            ax.annotate(
-                r["cell"], (r[x_key], r["val/top1_mean"] * 100), fontsize=7, xytext=(4, 4), textcoords="offset points"
-            )
-        ax.set(xlabel=x_label, ylabel="val top-1 (%)", title=f"val top-1 vs {x_label}")
+            mean, std = r[f"val/{score}_mean"] * 100, r[f"val/{score}_std"] * 100
+            ax.errorbar(r[x_key], mean, yerr=std, fmt="o", capsize=3)
+            ax.annotate(r["cell"], (r[x_key], mean), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.set(xlabel=x_label, ylabel=f"val {name} (%)", title=f"val {name} vs {x_label}")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
+        fig.savefig(out / file, dpi=120)
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 5))
     for r in done:
-        curves = [val_curve(j) for j in jobs if j.cell == r["cell"] and j.status == "completed"]
+        curves = [val_curve(j, score) for j in jobs if j.cell == r["cell"] and j.status == "completed"]
         curves = [c for c in curves if c[0]]
         if curves:
             length = min(len(c[0]) for c in curves)
             mean = [statistics.fmean(c[1][i] for c in curves) * 100 for i in range(length)]
             ax.plot(curves[0][0][:length], mean, marker="o", markersize=3, label=r["cell"])
-    ax.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1 (mean over seeds)")
+    ax.set(xlabel="epoch", ylabel=f"val {name} (%)", title=f"validation {name} (mean over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -59,13 +61,14 @@ def write_plots(rows: list[dict], jobs: list[Job], out: Path) -> None:
     plt.close(fig)
 
 
-def write_group_plot(rows: list[dict], out: Path) -> None:
-    """Top-1 per group (x: the groups in order, e.g. object size) for each cell, a panel per split."""
+def write_group_plot(rows: list[dict], out: Path, score: str = "top1") -> None:
+    """The score per group (x: the groups in order, e.g. object size) for each cell, a panel per split."""
     import matplotlib.pyplot as plt  # write_plots chose the backend
 
     panels = {}
-    for key in reported_groups(rows):
-        split, group = GROUP_METRIC.match(key).groups()
+    name = SCORE_NAMES[score]
+    for key in reported_groups(rows, score):
+        split, _, group = GROUP_METRIC.match(key).groups()
         panels.setdefault(split, []).append(group)
     if not panels:
         return
@@ -73,17 +76,18 @@ def write_group_plot(rows: list[dict], out: Path) -> None:
     for ax, (split, groups) in zip(axes[0], panels.items(), strict=True):
         for i, r in enumerate(r for r in rows if r["seeds"]):
             x = [g + i * 0.04 for g in range(len(groups))]  # nudged apart so the error bars do not hide each other
-            mean = [r[f"{split}/top1_{g}_mean"] for g in groups]
-            std = [r[f"{split}/top1_{g}_std"] for g in groups]
+            mean = [r[f"{split}/{score}_{g}_mean"] for g in groups]
+            std = [r[f"{split}/{score}_{g}_std"] for g in groups]
             points = [(a, m * 100, s * 100) for a, m, s in zip(x, mean, std, strict=True) if m is not None]
             if points:
                 ax.errorbar(*zip(*points, strict=True), marker="o", markersize=4, capsize=3, label=r["cell"])
         ax.set_xticks(range(len(groups)), groups)
-        ax.set(xlabel="group", ylabel="top-1 (%)", title=f"{split}: top-1 per group (mean +- std over seeds)")
+        xlabel = "object size" if score == "miou" else "group"
+        ax.set(xlabel=xlabel, ylabel=f"{name} (%)", title=f"{split}: {name} per {xlabel} (mean +- std over seeds)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "top1_by_group.png", dpi=120)
+    fig.savefig(out / f"{score}_by_group.png", dpi=120)
     plt.close(fig)
 
 

@@ -5,7 +5,7 @@ import io
 from pathlib import Path
 
 from ..files import write_text
-from .aggregate import group_keys, reported_groups
+from .aggregate import GROUP_SIZES, SCORE_NAMES, group_keys, reported_groups
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -20,23 +20,26 @@ def _fmt(mean, std, scale=1.0, digits=1) -> str:
     return "-" if mean is None else f"{mean * scale:.{digits}f} +- {std * scale:.{digits}f}"
 
 
-def write_markdown(rows: list[dict], path: Path, title: str, common: list[str]) -> None:
+def write_markdown(rows: list[dict], path: Path, title: str, common: list[str], score: str = "top1") -> None:
+    name = SCORE_NAMES[score]
+    scores = [f"val/{score}", f"test/{score}"] + (["val/pixel_acc", "test/pixel_acc"] if score == "miou" else [])
+    headers = [f"{k.split('/')[0]} {name if k.endswith(score) else 'pixel acc'}" for k in scores]
     lines = [
         f"# {title}",
         "",
         f"Overrides shared by every job: `{' '.join(common) or '(none)'}`",
         "",
-        "Mean +- std over seeds; top-1 in %; best val/top1 first.",
+        f"Mean +- std over seeds; {name}{' and pixel accuracy' * (score == 'miou')} in %; best val/{score} first.",
         "",
-        "| cell | seeds | val top-1 | test top-1 | params (M) | GMACs | train img/s | peak GPU mem (MB) | wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| cell | seeds | {' | '.join(headers)} | params (M) | GMACs | train img/s | peak GPU mem (MB) | wall (s) |",
+        "|---|---|" + "---|" * len(headers) + "---|---|---|---|---|",
     ]
     for r in rows:
         params = "-" if r["params"] is None else f"{r['params'] / 1e6:.2f}"
         gmacs = "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}"
+        values = " | ".join(_fmt(r[f"{k}_mean"], r[f"{k}_std"], 100) for k in scores)
         lines.append(
-            f"| {r['cell']} | {r['seeds']} | {_fmt(r['val/top1_mean'], r['val/top1_std'], 100)} "
-            f"| {_fmt(r['test/top1_mean'], r['test/top1_std'], 100)} | {params} | {gmacs} "
+            f"| {r['cell']} | {r['seeds']} | {values} | {params} | {gmacs} "
             f"| {_fmt(r['train/images_per_sec_mean'], r['train/images_per_sec_std'], digits=0)} "
             f"| {_fmt(r['peak_gpu_memory_mb_mean'], r['peak_gpu_memory_mb_std'], digits=0)} "
             f"| {_fmt(r['wall_time_s_mean'], r['wall_time_s_std'], digits=0)} |"
@@ -55,15 +58,25 @@ def write_markdown(rows: list[dict], path: Path, title: str, common: list[str]) 
         for r in rows:
             values = [_fmt(r.get(f"{k}_mean"), r.get(f"{k}_std"), digits=3) for k in extras]
             lines.append(f"| {r['cell']} | " + " | ".join(values) + " |")
-    grouped = reported_groups(rows)
+    grouped = reported_groups(rows, score)
     if grouped:
-        counts = [f"{k.replace('/count_', ' ')} {rows[0][k + '_mean']:.0f}" for k in group_keys(rows, "count")]
+        size, title_case = GROUP_SIZES[score], name[0].upper() + name[1:] if score == "top1" else name
+        counts = [
+            f"{k.replace(f'/{size}_', ' ')} {r[k + '_mean']:.0f}"
+            for k in group_keys(rows, size)
+            if (r := next((r for r in rows if r[k + "_mean"] is not None), None))
+        ]
+        what = (
+            "within each group of evaluation images (SHAPES: object-size bins, `data.scale_bins`)"
+            if score == "top1"
+            else "over the pixels of the objects in each size bin (`data.scale_bins`; metrics.SegmentationScores)"
+        )
         lines += [
             "",
-            "## Top-1 per group",
+            f"## {title_case} per group",
             "",
-            "Top-1 (%) within each group of evaluation images (SHAPES: object-size bins, `data.scale_bins`);",
-            f"mean +- std over seeds. Images per group: {', '.join(counts)}.",
+            f"{title_case} (%) {what};",
+            f"mean +- std over seeds. {'Images' if score == 'top1' else 'Pixels'} per group: {', '.join(counts)}.",
             "",
             "| cell | " + " | ".join(f"`{k}`" for k in grouped) + " |",
             "|---|" + "---|" * len(grouped),

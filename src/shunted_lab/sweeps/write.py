@@ -7,7 +7,7 @@ writes them for a saved sweep.
 
 from pathlib import Path
 
-from .aggregate import summarize
+from .aggregate import score_of, summarize
 from .jobs import load_jobs
 from .plots import write_erf_plot, write_group_plot, write_plots
 from .tables import write_csv, write_markdown
@@ -16,10 +16,10 @@ from .tables import write_csv, write_markdown
 def write_report(sweep_dir: Path) -> list[dict]:
     sweep_dir = Path(sweep_dir)
     jobs, common = load_jobs(sweep_dir)
-    rows = summarize(jobs)
+    rows, score = summarize(jobs), score_of(jobs)
     write_csv(rows, sweep_dir / "summary.csv")
-    write_markdown(rows, sweep_dir / "summary.md", f"Sweep {sweep_dir.name}", common)
-    write_plots(rows, jobs, sweep_dir)
-    write_group_plot(rows, sweep_dir)
+    write_markdown(rows, sweep_dir / "summary.md", f"Sweep {sweep_dir.name}", common, score)
+    write_plots(rows, jobs, sweep_dir, score)
+    write_group_plot(rows, sweep_dir, score)
     write_erf_plot(rows, jobs, sweep_dir)
     return rows

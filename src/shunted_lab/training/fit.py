@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..analysis import analyze_configured
 from ..config import check_config, user_step
-from ..data import ImageClassificationData
+from ..data import ImageData
 from ..files import write_json, write_text
 from ..models.factory import build_model
 from ..models.stats import count_gmacs, count_params
@@ -22,7 +22,8 @@ from .callbacks import ModelSummary, RandomStateCheckpoint, TrainThroughput
 from .checkpoint_io import AtomicCheckpointIO
 from .console import quiet_libraries
 from .loggers import WandbLogger as LabWandbLogger
-from .module import ImageClassifier
+from .mask_media import mask_table, predict_masks, write_mask_grid
+from .objectives import HEADLINE, build_module, check_data
 from .predictions import CONFUSION_MATRIX_MAX_CLASSES, predict_split, wandb_media
 from .preemption import Preempted, StopSignals
 from .run_loggers import build_loggers, close_loggers, log_analysis
@@ -50,11 +51,13 @@ def train(cfg: DictConfig) -> float:
     # From here on a stop signal ends the run without losing a step (preemption.py).
     with StopSignals(cfg.paths.output_dir, cfg.stop_signals) as stop:
         L.seed_everything(cfg.seed, workers=True)
-        datamodule: ImageClassificationData = user_step("data", lambda: instantiate(cfg.data))
+        datamodule: ImageData = user_step("data", lambda: instantiate(cfg.data))
+        check_data(cfg.objective.name, cfg.data.name, datamodule)
         model = user_step("model", lambda: build_model(cfg, datamodule.num_classes))
         size = datamodule.image_size  # an image folder may have fitted it to its images
         gmacs = user_step(f"data.image_size={size}", lambda: count_gmacs(model, size))
         summary = dict(
+            objective=cfg.objective.name,
             model=cfg.model.name,
             attention=cfg.attention.name,
             mlp=cfg.mlp.name,
@@ -64,14 +67,9 @@ def train(cfg: DictConfig) -> float:
             params=count_params(model),
             gmacs=gmacs,
         )
-        module = ImageClassifier(
-            model,
-            datamodule.num_classes,
-            **OmegaConf.to_container(cfg.optim, resolve=True),
-            channels_last=cfg.channels_last,
-            compile=cfg.compile,
-            group_names=datamodule.group_names,
-        )
+        optim = OmegaConf.to_container(cfg.optim, resolve=True)
+        speed = dict(channels_last=cfg.channels_last, compile=cfg.compile)
+        module = user_step("optim", lambda: build_module(cfg.objective.name, model, datamodule, optim, **speed))
 
         # Nothing above writes a file: a config mistake leaves no half-made run behind.
         loggers = build_loggers(cfg)
@@ -89,24 +87,40 @@ def train(cfg: DictConfig) -> float:
     return metrics[cfg.optimized_metric]
 
 
-def log_fit_end(loggers: list, module, datamodule, metrics: dict) -> None:
+MASK_GRID_FILE = "val_masks.png"  # a segmentation run's first validation images, ground truth and prediction
+MASK_GRID_IMAGES = 8
+
+
+def log_fit_end(loggers: list, module, datamodule, metrics: dict, output_dir: Path) -> None:
     """The run's numbers into its W&B summary (panels compare runs by them), then the best checkpoint's
-    validation predictions, confusion matrix and artifact (loggers.WandbLogger)."""
+    validation predictions (classification: a table and a confusion matrix; segmentation: images with
+    their masks, also drawn into the run directory) and artifact (loggers.WandbLogger)."""
     start = time.perf_counter()
+    masks = None
+    if metrics["objective"] == "segmentation":
+        count = max([MASK_GRID_IMAGES] + [lg.num_predictions for lg in loggers if isinstance(lg, LabWandbLogger)])
+        masks = predict_masks(module.model, datamodule, count)
+        grid = write_mask_grid(masks, MASK_GRID_IMAGES, output_dir / MASK_GRID_FILE)
+        log.info("validation masks: %s", grid)
+    headline = HEADLINE[metrics["objective"]]
     scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     for logger in (lg for lg in loggers if isinstance(lg, WandbLogger)):
         logger.experiment.summary.update(scalars)
         if not isinstance(logger, LabWandbLogger):
             continue
-        whole = logger.log_confusion_matrix and datamodule.num_classes <= CONFUSION_MATRIX_MAX_CLASSES
         media = {}
-        if whole or logger.num_predictions:
-            batch = datamodule.batch_size
-            predictions = predict_split(module.model, datamodule, batch, logger.num_predictions, whole=whole)
-            media = wandb_media(predictions, logger.num_predictions, logger.log_confusion_matrix)
-        metadata = {k: metrics[k] for k in ("model", "attention", "mlp", "data", "seed", "val/top1", "test/top1")}
+        if masks is not None and logger.num_predictions:
+            media = {"val/masks": mask_table(masks, logger.num_predictions)}
+        elif masks is None:
+            whole = logger.log_confusion_matrix and datamodule.num_classes <= CONFUSION_MATRIX_MAX_CLASSES
+            if whole or logger.num_predictions:
+                batch = datamodule.batch_size
+                predictions = predict_split(module.model, datamodule, batch, logger.num_predictions, whole=whole)
+                media = wandb_media(predictions, logger.num_predictions, logger.log_confusion_matrix)
+        keys = ("objective", "model", "attention", "mlp", "data", "seed", f"val/{headline}", f"test/{headline}")
+        metadata = {k: metrics[k] for k in keys}
         logger.log_fit_end(media, metrics["best_checkpoint"], {**metadata, "git": metrics["git"]})
-        log.info("W&B end of fit (predictions, confusion matrix, artifact): %.1f s", time.perf_counter() - start)
+        log.info("W&B end of fit (predictions, artifact): %.1f s", time.perf_counter() - start)
 
 
 def fit_and_evaluate(
@@ -161,7 +175,7 @@ def fit_and_evaluate(
         "config": resolved,
     }
     if trainer.is_global_zero:
-        log_fit_end(loggers, module, datamodule, metrics)
+        log_fit_end(loggers, module, datamodule, metrics, Path(cfg.paths.output_dir))
     if cfg.compile and metrics["train/first_step_s"] is not None:
         log.info("first training step (compilation included): %.1f s", metrics["train/first_step_s"])
     if trainer.is_global_zero:

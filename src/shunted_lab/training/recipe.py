@@ -1,32 +1,29 @@
-"""Image classification as a LightningModule, with the official Shunted recipe available.
+"""What every objective's LightningModule shares: the training recipe, with the official one available.
 
 AdamW (no weight decay on biases and 1-D parameters) with lr scaled by global batch / lr_base_batch,
-a cosine schedule with linear warm-up stepped every iteration, label smoothing, Mixup/CutMix with
-soft-target loss, and an optional EMA of the weights validated beside the model.
+a schedule stepped every iteration after a linear warm-up (`cosine`, or `poly` as in the published
+segmentation recipes), an optional EMA of the weights validated beside the model, torch.compile of
+the backbone's blocks, channels-last inputs and the epoch's mean training loss. A subclass gives
+`loss(batch)` for training and `evaluate(batch, split, model)` for validation and test.
 """
 
 import math
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
-from timm.scheduler import CosineLRScheduler
+from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
-from .metrics import GroupAccuracy
+SCHEDULES = ("cosine", "poly")
 
 
-class ImageClassifier(L.LightningModule):
+class RecipeModule(L.LightningModule):
     def __init__(
         self,
         model: nn.Module,
-        num_classes: int,
         *,
         # The recipe has one source, conf/optim/*.yaml (see its comments): no defaults here.
         lr: float,
@@ -34,21 +31,19 @@ class ImageClassifier(L.LightningModule):
         weight_decay: float,
         eps: float,
         betas: tuple[float, float],
+        schedule: str,
+        poly_power: float,
         warmup_epochs: float,
         warmup_lr: float,
         min_lr: float,
-        label_smoothing: float,
-        mixup: float,
-        cutmix: float,
-        mixup_prob: float,
-        mixup_switch_prob: float,
         ema_decay: float | None,
         fused: bool,
         channels_last: bool = False,
         compile: bool | str = False,
-        group_names: list[str] | None = None,
     ):
         super().__init__()
+        if schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule={schedule!r} is not allowed; expected one of {list(SCHEDULES)}")
         self.save_hyperparameters(ignore=["model"])
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -62,52 +57,29 @@ class ImageClassifier(L.LightningModule):
             # timm leaves the copy in eval mode, which Lightning reports at every fit as modules in eval
             # mode; it only ever runs in validation, where Lightning switches every module to eval.
             self.ema.train()
-        self.mixup = (
-            Mixup(
-                mixup_alpha=mixup,
-                cutmix_alpha=cutmix,
-                prob=mixup_prob,
-                switch_prob=mixup_switch_prob,
-                label_smoothing=label_smoothing,
-                num_classes=num_classes,
-            )
-            if mixup > 0 or cutmix > 0
-            else None
-        )
-        self.soft_loss = SoftTargetCrossEntropy()
         # train/loss_epoch: kept in every checkpoint, so a run resumed mid-epoch still reports the mean
         # over the whole epoch (Lightning's own epoch aggregate starts again empty).
         self.train_loss = MeanMetric(nan_strategy="disable")  # NonFiniteLossGuard stops a NaN; no sync per step
         self.train_loss.persistent(True)
-        top_k = min(5, num_classes)
-        self.metrics = nn.ModuleDict(
-            {
-                f"{split}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
-                for split in ("val", "test", *(("val_ema",) if ema_decay else ()))
-                for name, k in (("top1", 1), ("top5", top_k))
-            }
-        )
-        # val/top1_<group>, test/top1_<group> where the evaluation batches carry a group per image.
-        self.group_metrics = nn.ModuleDict(
-            {split: GroupAccuracy(group_names) for split in ("val", "test")} if group_names else {}
-        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
+    def loss(self, batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, batch, split: str, model: nn.Module) -> None:
+        raise NotImplementedError
+
     def training_step(self, batch, batch_idx):
-        x, y = batch
         if self.hparams.compile == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # last step's CUDA-graph outputs may be overwritten
-        if self.mixup is not None:
-            x, soft = self.mixup(x, y)
-            loss = self.soft_loss(self(x), soft)
-        else:
-            loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
-        self.log("train/loss_step", loss, prog_bar=True, batch_size=len(x))
-        self.train_loss.update(loss.detach(), len(x))
+        loss = self.loss(batch)
+        size = len(batch[0])
+        self.log("train/loss_step", loss, prog_bar=True, batch_size=size)
+        self.train_loss.update(loss.detach(), size)
         self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         return loss
 
@@ -120,38 +92,13 @@ class ImageClassifier(L.LightningModule):
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
 
-    def _evaluate(self, batch, split: str, model: nn.Module) -> None:
-        x, y, *groups = batch
-        logits = model(x)
-        if groups and split in self.group_metrics:
-            self.group_metrics[split].update(logits, y, groups[0])
-        loss = F.cross_entropy(logits, y)
-        self.log(f"{split}/loss", loss, batch_size=len(x), on_epoch=True, sync_dist=True)
-        for k in ("top1", "top5"):
-            metric = self.metrics[f"{split}_{k}"]
-            metric.update(logits, y)
-            self.log(f"{split}/{k}", metric, on_epoch=True, prog_bar=k == "top1")
-
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val", self)
+        self.evaluate(batch, "val", self)
         if self.ema is not None:
-            self._evaluate(batch, "val_ema", self.ema.module)
+            self.evaluate(batch, "val_ema", self.ema.module)
 
     def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test", self)
-
-    def _log_groups(self, split: str) -> None:
-        if split in self.group_metrics:
-            metric = self.group_metrics[split]
-            for name, value in metric.compute().items():  # already summed over processes
-                self.log(f"{split}/{name}", value)
-            metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_groups("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_groups("test")
+        self.evaluate(batch, "test", self)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -173,13 +120,15 @@ class ImageClassifier(L.LightningModule):
         total = max(1, self.trainer.estimated_stepping_batches)
         steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
         warmup = min(total - 1, math.ceil(hp.warmup_epochs * steps_per_epoch))
-        scheduler = CosineLRScheduler(
+        schedule = CosineLRScheduler if hp.schedule == "cosine" else PolyLRScheduler
+        scheduler = schedule(
             optimizer,
             t_initial=total,
             lr_min=hp.min_lr,
             warmup_t=warmup,
             warmup_lr_init=hp.warmup_lr,
             t_in_epochs=False,
+            **({"power": hp.poly_power} if hp.schedule == "poly" else {}),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -1,0 +1,31 @@
+"""Image files on disk: reading them, and the input size that fits them (shared by the folder datasets)."""
+
+from PIL import Image
+
+from .base import DataError
+
+
+def load_rgb(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read image {path}: {e} (set data.skip_bad_images=true to skip such files)") from e
+
+
+def median_short_side(paths) -> int | None:
+    """The median short side, in pixels, of the images among `paths` (their headers only)."""
+    sides = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except (OSError, ValueError):
+            continue
+    return sorted(sides)[len(sides) // 2] if sides else None
+
+
+def fitting_image_size(side: int | None) -> int:
+    """The input size for images of this median short side: rounded up to a multiple of 32 (the
+    backbone's total stride), between 32 and 224 (the published models' size; 224 without a side)."""
+    return 224 if side is None else min(224, max(32, -(-side // 32) * 32))

@@ -1,0 +1,61 @@
+"""Semantic segmentation as a LightningModule on the shared recipe (recipe.py): per-pixel cross-entropy
+with an ignore index, and mIoU, pixel accuracy, IoU per class and per object-size bin
+(metrics.SegmentationScores) for validation and test."""
+
+import torch.nn.functional as F
+from torch import nn
+
+from .metrics import SegmentationScores
+from .recipe import RecipeModule
+
+
+class SemanticSegmenter(RecipeModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: list[str],
+        ignore_index: int,
+        *,
+        label_smoothing: float,
+        mixup: float,
+        cutmix: float,
+        mixup_prob: float,
+        mixup_switch_prob: float,
+        group_names: list[str] | None = None,
+        **recipe,
+    ):
+        if mixup > 0 or cutmix > 0:
+            raise ValueError(
+                f"optim.mixup={mixup}, optim.cutmix={cutmix}: image mixing has no per-pixel label; "
+                "segmentation needs both 0"
+            )
+        super().__init__(model, **recipe)
+        splits = ("val", "test", *(("val_ema",) if self.ema is not None else ()))
+        self.scores = nn.ModuleDict({s: SegmentationScores(class_names, ignore_index, group_names) for s in splits})
+
+    def loss(self, batch):
+        x, y = batch
+        return F.cross_entropy(
+            self(x), y, ignore_index=self.hparams.ignore_index, label_smoothing=self.hparams.label_smoothing
+        )
+
+    def evaluate(self, batch, split: str, model: nn.Module) -> None:
+        x, y, *bins = batch
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, ignore_index=self.hparams.ignore_index)
+        self.log(f"{split}/loss", loss, batch_size=len(x), on_epoch=True, sync_dist=True)
+        self.scores[split].update(logits.argmax(1), y, bins[0] if bins else None)
+
+    def _log_scores(self, *splits: str) -> None:
+        for split in splits:
+            if split in self.scores:
+                scores = self.scores[split]
+                for name, value in scores.compute().items():  # summed over processes
+                    self.log(f"{split}/{name}", value, prog_bar=name == "miou")
+                scores.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val", "val_ema")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
