@@ -3,7 +3,9 @@
 # Shunted-S eager / compiled / CUDA graphs against the eager reference formulation and timm's
 # pvt_v2_b2; each mixer with its peer's FFN against the peer (swin/plain vs Swin-T, pvt/dwconv vs
 # PVTv2-b2, vit/plain vs DeiT-S); first training step (compile) time, a torch.profiler summary per
-# entry (GPU busy share, kernel launches per step); Lightning vs a bare loop and the SHAPES loader.
+# entry (GPU busy share, kernel launches per step); Lightning vs a bare loop and the SHAPES loader;
+# one segmentation training step (SEG_MODEL + Semantic FPN, SEG_IMAGE px, batch 8, 150 classes) eager
+# and compiled: the segmentation objective on the same fast path.
 # Sized for about 6 minutes on an H100; every step is bounded by STEP_TIMEOUT (then SIGTERM, and
 # SIGKILL KILL_AFTER seconds later: a run that handles SIGTERM saves and exits, a hung one is killed),
 # what finished stays, and summary.md says first which steps failed or timed out.
@@ -25,6 +27,8 @@ WARMUP=${WARMUP:-5}
 ITERS=${ITERS:-20}
 PEERS=${PEERS:-1}
 MIXERS=${MIXERS:-swin pvt vit}
+SEG_MODEL=${SEG_MODEL:-shunted_s}  # a model config (conf/model)
+SEG_IMAGE=${SEG_IMAGE:-512}
 BACKEND=${BACKEND:-inductor}
 PRECISION=${PRECISION:-bf16}
 STEP_TIMEOUT=${STEP_TIMEOUT:-150}
@@ -77,6 +81,10 @@ echo "== loop overhead"
 step loop_overhead "$PYTHON" -m shunted_lab.bench --loop-overhead --device "$DEVICE" --precision "$PRECISION" \
     --models "$MODEL" --image-size "$IMAGE" --batch-size "$last_batch" --modes cudagraphs --compile-backend "$BACKEND" \
     --warmup "$WARMUP" --iters "$ITERS" --rounds 2 --out "$RESULTS/loop_overhead.json"
+echo "== segmentation step"
+step segmentation "$PYTHON" benchmarks/segmentation_step.py --device "$DEVICE" --precision "$PRECISION" \
+    --model "$SEG_MODEL" --image-size "$SEG_IMAGE" --batch-size 8 --steps $((WARMUP + ITERS)) --modes eager,compile \
+    --compile-backend "$BACKEND" --out "$RESULTS/segmentation"
 
 {
     if [ ${#failures[@]} -eq 0 ]; then

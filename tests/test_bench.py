@@ -111,6 +111,7 @@ def test_op_times_refuse_cuda():
 def test_the_gpu_bench_script_runs_end_to_end_on_a_tiny_cpu_configuration(tmp_path):
     tiny = dict(DEVICE="cpu", MODEL="shunted_nano", IMAGE="64", BATCHES="2", ITERS="1", WARMUP="1", PEERS="0")
     env = {**os.environ, **tiny, "MIXERS": "vit", "PRECISION": "fp32", "BACKEND": "aot_eager", "RESULTS": str(tmp_path)}
+    env |= {"SEG_MODEL": "nano", "SEG_IMAGE": "64"}
     proc = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_bench.sh")], cwd=ROOT, env=env, capture_output=True, text=True
     )
@@ -125,6 +126,8 @@ def test_the_gpu_bench_script_runs_end_to_end_on_a_tiny_cpu_configuration(tmp_pa
     assert all(r["profile"]["wall_ms_per_step"] > 0 and r["first_train_s"] > 0 for r in shunted + vit)
     loop = json.loads((tmp_path / "loop_overhead.json").read_text())["loop"]
     assert loop["mode"] == "cudagraphs" and loop["lightning_vs_bare"] > 0
+    segmentation = json.loads((tmp_path / "segmentation.json").read_text())["modes"]
+    assert [r["mode"] for r in segmentation] == ["eager", "compile"] and all(r["step_s"] > 0 for r in segmentation)
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith("All steps finished.")
     assert "## shunted_b2" in summary and "| training step, profiled |" in summary
@@ -146,10 +149,10 @@ def test_the_gpu_bench_script_ends_every_step_and_says_which_did_not_finish(tmp_
     start = time.monotonic()
     script = str(ROOT / "benchmarks" / "gpu_bench.sh")
     proc = subprocess.run(["bash", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert time.monotonic() - start < 30  # three steps of at most 1 s + 1 s
+    assert time.monotonic() - start < 40  # four steps of at most 1 s + 1 s
     assert proc.returncode != 0
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert summary.startswith("Steps that did not finish")
     assert [line for line in summary.splitlines() if line.startswith("- ")] == [
-        f"- {step}: {ending}" for step in ("shunted_b2", "vit_plain_b2", "loop_overhead")
+        f"- {step}: {ending}" for step in ("shunted_b2", "vit_plain_b2", "loop_overhead", "segmentation")
     ]

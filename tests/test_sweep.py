@@ -24,8 +24,10 @@ from omegaconf import OmegaConf
 
 from shunted_lab.report import main as report_main
 from shunted_lab.run_dirs import sweep_id_of
+from shunted_lab.sweeps import Job
 from shunted_lab.sweeps import wandb_report as wandb_report_module
 from shunted_lab.sweeps.callback import SweepReport
+from shunted_lab.sweeps.differences import differences_table
 from shunted_lab.sweeps.wandb_run import SUMMARY_TABLE, report_run_id
 from shunted_lab.training import train
 from shunted_lab.training.classifier import ImageClassifier
@@ -318,3 +320,19 @@ def test_a_job_failing_mid_fit_does_not_leak_its_wandb_run_into_the_next(tmp_pat
     record = next(done.glob(f"wandb/offline-run-*-{run['id']}/*.wandb")).read_bytes()
     assert run["group"].encode() in record and b"val/top1" in record
     assert not list(done.glob(f"wandb/offline-run-*-{failed_id}"))
+
+
+def test_the_differences_table_compares_seeds_and_stars_only_a_gap_beyond_two_standard_errors(tmp_path):
+    def job(attention, mlp, seed, value):
+        return Job(tmp_path, f"attention={attention} mlp={mlp}", str(seed), "completed", [], {"test/miou": value})
+
+    jobs = [job("shunted", "plain", s, v) for s, v in enumerate((0.50, 0.52, 0.54))]
+    jobs += [job("pvt", "plain", s, v) for s, v in enumerate((0.40, 0.41, 0.42))]  # far below: starred
+    jobs += [job("vit", "plain", s, v) for s, v in enumerate((0.45, 0.55, 0.60))]  # within the spread
+    jobs += [job("swin", "plain", 0, 0.3)]  # one seed: no spread, no verdict
+    lines = differences_table(jobs, ["test/miou"], ["all"])
+    rows = {line.split(" | ")[1]: line.split(" | ")[2].rstrip(" |") for line in lines[2:5]}
+    se = ((0.02**2 * 100**2) / 3 + (0.01**2 * 100**2) / 3) ** 0.5
+    assert rows["pvt"] == f"+11.0 +- {se:.1f} *"
+    assert rows["vit"].startswith("-1.3 +- ") and not rows["vit"].endswith("*")
+    assert rows["swin"] == "-"

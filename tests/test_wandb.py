@@ -134,3 +134,21 @@ def test_a_job_started_by_a_wandb_agent_is_a_sweep_job(tmp_path, offline):
     after = json.loads((job / "metrics.json").read_text())
     assert after["global_step"] == metrics["global_step"] and after["wandb"]["group"] == run["group"]
     assert report_main([str(sweep)]) == 0  # the local report reads an agent's sweep like a multirun
+
+
+def test_a_segmentation_run_logs_its_masks(tmp_path, offline):
+    seg = ["objective=segmentation", "data.num_train=32", "data.num_val=16", "data.num_test=16"]
+    _, metrics, run, logged = train_offline(tmp_path, *seg, "logger.wandb.predictions=5")
+    table = logged_table(run, "val/masks")
+    assert table["columns"] == ["image", "pixel_acc"] and len(table["data"]) == 5
+    assert all(0 <= pixel_acc <= 1 for _, pixel_acc in table["data"])
+    # The table's images and their masks travel in its run_table artifact: a prediction and a ground truth each.
+    [media] = [a for a in logged["artifacts"] if a.type == "run_table"]
+    files = [c.path for c in media.manifest.contents]
+    assert sum(f.endswith(".mask.png") for f in files) == 10
+    assert sum(f.startswith("media/images/") and not f.endswith(".mask.png") for f in files) == 5
+    assert "val/confusion_matrix_table/_type" not in logged["history"]
+    assert (
+        json.loads([a for a in logged["artifacts"] if a.type == "model"][0].metadata)["val/miou"] == metrics["val/miou"]
+    )
+    assert (tmp_path / "out" / "val_masks.png").is_file()

@@ -4,9 +4,9 @@
 
 The report holds the sweep's command and overrides, then two panel grids:
 - the sweep's training runs (tag `sweep=<id>`, job_type=train), grouped by W&B group, i.e. by variant
-  cell: val/top1 and val/loss against trainer/global_step (each cell's mean and std over seeds),
-  GMACs and train images/s against val/top1, and parallel coordinates over attention, mlp and the
-  swept keys, ending at val/top1;
+  cell: the score (val/top1; segmentation: val/miou) and val/loss against trainer/global_step (each
+  cell's mean and std over seeds), GMACs and train images/s against the score, and parallel
+  coordinates over attention, mlp and the swept keys, ending at the score;
 - the sweep's report run (wandb_run.py): the summary table and the sweep's figures.
 It ends with summary.md as text. The workspace view shows the first grid's panels for every run of
 the project, grouped the same way.
@@ -28,6 +28,7 @@ from ..config import override_key, override_value
 from ..files import write_json, write_text
 from ..run_dirs import sweep_id_of, sweep_tag
 from ..wandb_env import wandb_online
+from .aggregate import score_of
 from .jobs import Job, load_jobs
 from .wandb_run import FIGURE_PREFIX, REPORT_JOB_TYPE, SUMMARY_TABLE, log_sweep_summary
 
@@ -48,6 +49,7 @@ class Sweep:
     swept: dict[str, list[str]]  # key -> the values its jobs took (seed included)
     compared: list[str]  # config keys the parallel coordinates run through
     figures: list[str]  # the sweep's PNGs, as keys of the report run
+    score: str  # val/<the objective's headline metric (aggregate.score_of)
 
 
 def config_key(key: str, config: dict) -> str | None:
@@ -95,11 +97,12 @@ def read_sweep(sweep_dir: Path, jobs: list[Job], common: list[str]) -> Sweep:
         swept=swept,
         compared=compared,
         figures=[f"{FIGURE_PREFIX}{p.stem}" for p in sorted(Path(sweep_dir).glob("*.png"))],
+        score=f"val/{score_of(jobs)}",
     )
 
 
-def comparison_panels(compared: list[str]) -> list:
-    """Curves per cell (mean and std over its seeds), cost against accuracy, and the swept keys."""
+def comparison_panels(compared: list[str], score: str) -> list:
+    """Curves per cell (mean and std over its seeds), cost against the score, and the swept keys."""
     curves = [
         wr.LinePlot(
             title=f"{metric} (mean and std over seeds)",
@@ -108,15 +111,15 @@ def comparison_panels(compared: list[str]) -> list:
             groupby_aggfunc="mean",
             groupby_rangefunc="stddev",
         )
-        for metric in ("val/top1", "val/loss")
+        for metric in (score, "val/loss")
     ]
     costs = [
-        wr.ScatterPlot(title=f"val/top1 against {cost}", x=wr.SummaryMetric(cost), y=wr.SummaryMetric("val/top1"))
+        wr.ScatterPlot(title=f"{score} against {cost}", x=wr.SummaryMetric(cost), y=wr.SummaryMetric(score))
         for cost in ("gmacs", "train/images_per_sec")
     ]
     columns = [wr.ParallelCoordinatesPlotColumn(metric=wr.Config(key)) for key in compared]
-    columns.append(wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric("val/top1")))
-    return [*curves, *costs, wr.ParallelCoordinatesPlot(title="swept keys to val/top1", columns=columns)]
+    columns.append(wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(score)))
+    return [*curves, *costs, wr.ParallelCoordinatesPlot(title=f"swept keys to {score}", columns=columns)]
 
 
 def sweep_runs(sweep: Sweep, entity: str, project: str, job_type: str, name: str) -> wr.Runset:
@@ -146,7 +149,7 @@ def build_report(sweep: Sweep, entity: str, project: str) -> wr.Report:
             wr.H2("Variant cells compared"),
             wr.PanelGrid(
                 runsets=[sweep_runs(sweep, entity, project, "train", f"sweep {sweep.id}: jobs by cell")],
-                panels=comparison_panels(sweep.compared),
+                panels=comparison_panels(sweep.compared, sweep.score),
             ),
             wr.H2("Summary (mean +- std over seeds) and figures"),
             wr.PanelGrid(
@@ -158,12 +161,12 @@ def build_report(sweep: Sweep, entity: str, project: str) -> wr.Report:
     )
 
 
-def build_workspace(compared: list[str], entity: str, project: str) -> ws.Workspace:
+def build_workspace(compared: list[str], entity: str, project: str, score: str) -> ws.Workspace:
     return ws.Workspace(
         entity=entity,
         project=project,
         name="shunted-lab: variant cells compared",
-        sections=[ws.Section(name="Variant cells", panels=comparison_panels(compared), is_open=True)],
+        sections=[ws.Section(name="Variant cells", panels=comparison_panels(compared, score), is_open=True)],
         runset_settings=ws.RunsetSettings(filters=[expr.Metric("JobType") == "train"], groupby=[expr.Metric("Group")]),
     )
 
@@ -196,7 +199,7 @@ def publish(sweep: Sweep, entity: str | None, project: str | None, workspace: bo
     report = build_report(sweep, entity or "", project)
     views = [(report, REPORT_SPEC_FILE)]
     if workspace:
-        views.append((build_workspace(sweep.compared, entity or "", project), WORKSPACE_SPEC_FILE))
+        views.append((build_workspace(sweep.compared, entity or "", project, sweep.score), WORKSPACE_SPEC_FILE))
     if not online:
         for view, name in views:
             write_json(sweep.dir / name, spec(view))

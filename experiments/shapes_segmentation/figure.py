@@ -1,0 +1,48 @@
+"""Test mIoU against object size, one line per mixer: a row per FFN, a column for in distribution
+(64 px, as trained) and for scale shift (the same scenes drawn at 128 px: `task=eval ... data.image_size=128`).
+
+    python experiments/shapes_segmentation/figure.py OUT.png logs/multirun/shapes_segmentation
+"""
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from shunted_lab.sweeps import group_names, load_jobs, summarize  # noqa: E402
+from shunted_lab.sweeps.differences import FFNS, MIXERS  # noqa: E402
+
+CONDITIONS = (("", "in distribution (64 px)"), ("eval:", "scale shift (128 px)"))
+
+
+def main(out: str, sweep: str) -> None:
+    jobs, _ = load_jobs(Path(sweep))
+    groups = group_names(jobs)
+    rows = {r["cell"]: r for r in summarize(jobs)}
+    fig, axes = plt.subplots(len(FFNS), len(CONDITIONS), figsize=(10, 8), squeeze=False)
+    for column, (prefix, title) in enumerate(CONDITIONS):
+        for row, mlp in enumerate(FFNS):
+            ax = axes[row][column]
+            for i, attention in enumerate((*MIXERS, "shunted")):
+                r = rows.get(f"attention={attention} mlp={mlp}")
+                keys = [f"{prefix}test/miou_{g}" for g in groups]
+                if r is None or any(r.get(f"{k}_mean") is None for k in keys):
+                    continue
+                x = [g + (i - 1.5) * 0.05 for g in range(len(groups))]  # nudged apart: the error bars stay visible
+                mean = [100 * r[f"{k}_mean"] for k in keys]
+                std = [100 * r[f"{k}_std"] for k in keys]
+                ax.errorbar(x, mean, yerr=std, marker="o", markersize=4, capsize=3, label=attention)
+            ax.set_xticks(range(len(groups)), groups)
+            ax.set(xlabel="object size bin (side / image side)", ylabel="test mIoU (%)", title=f"{title}, mlp={mlp}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle("SHAPES scenes: test mIoU over each size bin's objects (mean +- std over 3 seeds)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
