@@ -2,10 +2,13 @@
 
 import csv
 import io
+import re
 from pathlib import Path
 
 from ..files import write_text
 from .aggregate import GROUP_SIZES, SCORE_NAMES, group_keys, reported_groups
+
+EXTRA_DETAIL = re.compile(r"/(iou|pixels|count)_")
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -45,6 +48,8 @@ def write_markdown(rows: list[dict], path: Path, title: str, common: list[str], 
             f"| {_fmt(r['wall_time_s_mean'], r['wall_time_s_std'], digits=0)} |"
         )
     extras = list(dict.fromkeys(k[: -len("_mean")] for r in rows for k in r if ":" in k and k.endswith("_mean")))
+    # Per-class IoUs and group sizes stay in summary.csv: a column each would bury the scores here.
+    extras = [k for k in extras if not EXTRA_DETAIL.search(k)]
     if extras:
         lines += [
             "",
