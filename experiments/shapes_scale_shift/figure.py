@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from shunted_lab.sweeps import group_names, load_jobs, summarize  # noqa: E402
+from shunted_lab.sweeps.plots import group_line  # noqa: E402
 
 MIXERS = ("vit", "pvt", "swin", "shunted")
 FFNS = ("plain", "detail_specific")
@@ -27,12 +28,8 @@ def main(out: str, sweeps: list[str]) -> None:
             ax = axes[row][column]
             for i, attention in enumerate(MIXERS):
                 r = rows.get(f"attention={attention} mlp={mlp}")
-                if r is None or not r["seeds"]:
-                    continue
-                x = [g + (i - 1.5) * 0.05 for g in range(len(groups))]  # nudged apart: the error bars stay visible
-                mean = [100 * r[f"test/top1_{g}_mean"] for g in groups]
-                std = [100 * r[f"test/top1_{g}_std"] for g in groups]
-                ax.errorbar(x, mean, yerr=std, marker="o", markersize=4, capsize=3, label=attention)
+                if r is not None and r["seeds"]:
+                    group_line(ax, r, [f"test/top1_{g}" for g in groups], (i - 1.5) * 0.05, attention)
             ax.set_xticks(range(len(groups)), groups)
             ax.set(xlabel="object size bin (test)", ylabel="test top-1 (%)", title=f"{Path(sweep).name}, mlp={mlp}")
             ax.grid(alpha=0.3)

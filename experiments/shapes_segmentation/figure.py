@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from shunted_lab.sweeps import group_names, load_jobs, summarize  # noqa: E402
 from shunted_lab.sweeps.differences import FFNS, MIXERS  # noqa: E402
+from shunted_lab.sweeps.plots import group_line  # noqa: E402
 
 CONDITIONS = (("", "in distribution (64 px)"), ("eval:", "scale shift (128 px)"))
 
@@ -28,13 +29,8 @@ def main(out: str, sweep: str) -> None:
             ax = axes[row][column]
             for i, attention in enumerate((*MIXERS, "shunted")):
                 r = rows.get(f"attention={attention} mlp={mlp}")
-                keys = [f"{prefix}test/miou_{g}" for g in groups]
-                if r is None or any(r.get(f"{k}_mean") is None for k in keys):
-                    continue
-                x = [g + (i - 1.5) * 0.05 for g in range(len(groups))]  # nudged apart: the error bars stay visible
-                mean = [100 * r[f"{k}_mean"] for k in keys]
-                std = [100 * r[f"{k}_std"] for k in keys]
-                ax.errorbar(x, mean, yerr=std, marker="o", markersize=4, capsize=3, label=attention)
+                if r is not None and r["seeds"]:
+                    group_line(ax, r, [f"{prefix}test/miou_{g}" for g in groups], (i - 1.5) * 0.05, attention)
             ax.set_xticks(range(len(groups)), groups)
             ax.set(xlabel="object size bin (side / image side)", ylabel="test mIoU (%)", title=f"{title}, mlp={mlp}")
             ax.grid(alpha=0.3)

@@ -1,8 +1,12 @@
 """Image files on disk: reading them, and the input size that fits them (shared by the folder datasets)."""
 
+import logging
+
 from PIL import Image
 
 from .base import DataError
+
+log = logging.getLogger(__name__)
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -29,3 +33,15 @@ def fitting_image_size(side: int | None) -> int:
     """The input size for images of this median short side: rounded up to a multiple of 32 (the
     backbone's total stride), between 32 and 224 (the published models' size; 224 without a side)."""
     return 224 if side is None else min(224, max(32, -(-side // 32) * 32))
+
+
+def fit_image_size(paths) -> int:
+    """The input size that fits the images among `paths` (a sample of the training split), logged."""
+    side = median_short_side(paths)
+    size = fitting_image_size(side)
+    log.info(
+        "data.image_size=%d: the training images are about %s px on their short side (data.image_size=<px> sets it)",
+        size,
+        side,
+    )
+    return size

@@ -10,7 +10,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transf
 from torchvision import datasets
 
 from .base import DataError, ImageData
-from .image_files import fitting_image_size, load_rgb, median_short_side
+from .image_files import fit_image_size, fitting_image_size, load_rgb, median_short_side
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +123,7 @@ class ImageFolderData(ImageData):
         directory listings, not a walk of the whole split)."""
         picked = self.classes[:: max(1, len(self.classes) // classes)][:classes]
         paths = [p for c in picked for p in sorted((self.root / "train" / c).iterdir())[:per_class] if p.is_file()]
-        side = median_short_side(paths)
-        size = fitting_image_size(side)
-        log.info(
-            "data.image_size=%d: the training images are about %s px on their short side "
-            "(data.image_size=<px> sets it)",
-            size,
-            side,
-        )
-        return size
+        return fit_image_size(paths)
 
     def _split(self, split: str, transform) -> datasets.ImageFolder:
         folder = self.root / split

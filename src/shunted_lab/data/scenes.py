@@ -13,16 +13,14 @@ Every image is a pure function of (seed, split, index), like SHAPES.
 """
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ..files import atomic_write
-from .base import ImageData
-from .shapes import CLASSES, SPLIT_OFFSETS, background, check_bins, check_range, shape_mask
+from .generated import GeneratedData
+from .shapes import CLASSES, SPLIT_OFFSETS, background, shape_mask
 
 SCENE_CLASSES = ("background", *CLASSES)
 SCENE_SCALES = (1 / 16, 1 / 2)
@@ -95,10 +93,10 @@ class TensorScenes(Dataset):
         return item if self.bins is None else (*item, self.bins[i].long())
 
 
-class ShapesScenesData(ImageData):
-    """SHAPES scenes (above) for semantic segmentation. As in ShapesData, val draws object sizes from
-    `train_scales` and test from `test_scales` (scale shift); evaluation pixels are grouped by the
-    size of their object into `scale_bins` (object side / image side)."""
+class ShapesScenesData(GeneratedData):
+    """SHAPES scenes (above) for semantic segmentation: generated splits with object sizes that train
+    and test draw apart (generated.py); evaluation pixels are grouped by their object's size into
+    `scale_bins` (object side / image side)."""
 
     objective = "segmentation"
     num_classes = len(SCENE_CLASSES)
@@ -110,52 +108,30 @@ class ShapesScenesData(ImageData):
         num_train: int = 4000,
         num_val: int = 500,
         num_test: int = 500,
-        clutter: int = 4,
-        objects: tuple[int, int] = (2, 6),
-        seed: int = 0,
-        root: str | None = None,
-        image_size: int = 64,
         train_scales: tuple[float, float] = SCENE_SCALES,
-        test_scales: tuple[float, float] | None = None,
-        scale_bins: dict[str, float] | None = None,
+        objects: tuple[int, int] = (2, 6),
         **kwargs,
     ):
-        super().__init__(image_size=image_size, **kwargs)
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
-        self.clutter, self.seed = clutter, seed
+        super().__init__(num_train, num_val, num_test, train_scales, **kwargs)
         lo, hi = (int(n) for n in objects)
         if not 1 <= lo <= hi:
             raise ValueError(f"data.objects={list(objects)} is not allowed; expected [lo, hi] with 1 <= lo <= hi")
         self.objects = (lo, hi)
-        self.cache_dir = Path(root) if root else None
-        train_scales = check_range("data.train_scales", train_scales)
-        test_scales = check_range("data.test_scales", test_scales) if test_scales is not None else train_scales
-        self.scales = {"train": train_scales, "val": train_scales, "test": test_scales}
-        self.scale_bins = scale_bins and check_bins("data.scale_bins", scale_bins)
-        self.group_names = list(self.scale_bins) if self.scale_bins else None
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         (lo, hi), n = self.scales[name], self.sizes[name]
-        args = (n, self.seed, name, self.image_size, self.clutter, (lo, hi), self.objects)
-        if self.cache_dir is None:
-            return generate_scenes(*args)
-        path = self.cache_dir / (
+        file = (
             f"scenes-{name}-n{n}-seed{self.seed}-{self.image_size}px-clutter{self.clutter}"
             f"-objects{self.objects[0]}-{self.objects[1]}-scales{lo:g}-{hi:g}.pt"
         )
-        if path.is_file():
-            return torch.load(path, weights_only=True)
-        data = generate_scenes(*args)
-        atomic_write(path, lambda f: torch.save(data, f))  # concurrent sweep jobs never read half a cache
-        return data
+        args = (n, self.seed, name, self.image_size, self.clutter, (lo, hi), self.objects)
+        return self.cached(file, lambda: generate_scenes(*args))
 
     def size_bins(self, sides: torch.Tensor) -> torch.Tensor | None:
-        """Each pixel's bin: the first whose bound is above its object's side / image side; -1 off any object."""
+        """Each pixel's size bin, from its object's side / image side; -1 off any object."""
         if not self.scale_bins:
             return None
-        bounds = torch.tensor(list(self.scale_bins.values())[:-1])
-        bins = torch.bucketize(sides / self.image_size, bounds, right=True)
-        return torch.where(sides > 0, bins, -1).to(torch.int8)
+        return torch.where(sides > 0, self.size_bin(sides / self.image_size), -1).to(torch.int8)
 
     def setup(self, stage: str | None = None) -> None:
         normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.25] * 3)])

@@ -14,11 +14,10 @@ with ignored pixels where the image is smaller) and flipped half the time. Evalu
 short side to `image_size`; a batch is padded to its largest image with ignored pixels, so the
 scores count every real pixel of the resized image once (mmsegmentation scores at the original
 resolution instead). Without `image_size` the size fits the images, as image folders fit theirs
-(image_files.fitting_image_size). Every image needs its mask, and a mask value that is no class (nor
+(image_files.fit_image_size). Every image needs its mask, and a mask value that is no class (nor
 `ignore_index`) stops the run naming the file.
 """
 
-import logging
 import math
 from functools import partial
 from pathlib import Path
@@ -33,9 +32,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as TF
 
 from .base import DataError, ImageData
-from .image_files import fitting_image_size, load_rgb, median_short_side
-
-log = logging.getLogger(__name__)
+from .image_files import fit_image_size, load_rgb
 
 ADE20K_SPLITS = {"train": "training", "val": "validation"}
 
@@ -149,20 +146,9 @@ class SegmentationFolderData(ImageData):
         self.classes = list(classes) if classes else self.read_classes()
         self.num_classes = len(self.classes)
         self.pairs = {split: self.find_pairs(split) for split in ("train", "val")}
-        if image_size is None:
-            self.image_size = self.fitting_image_size()
-
-    def fitting_image_size(self, samples: int = 32) -> int:
-        train = self.pairs["train"]
-        side = median_short_side(image for image, _ in train[:: max(1, len(train) // samples)])
-        size = fitting_image_size(side)
-        log.info(
-            "data.image_size=%d: the training images are about %s px on their short side "
-            "(data.image_size=<px> sets it)",
-            size,
-            side,
-        )
-        return size
+        if image_size is None:  # from 32 training images spread over the split
+            train = self.pairs["train"]
+            self.image_size = fit_image_size(image for image, _ in train[:: max(1, len(train) // 32)][:32])
 
     @property
     def class_names(self) -> list[str]:

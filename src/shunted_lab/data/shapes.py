@@ -9,14 +9,12 @@ Every image is a pure function of (seed, split, index), so any run can regenerat
 `ShapesData` serves it, with object sizes that train and test may draw from apart (scale shift).
 """
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from ..files import atomic_write
-from .base import ImageData, TensorImages
+from .base import TensorImages
+from .generated import GeneratedData
 
 CLASSES = (
     "disc",
@@ -99,29 +97,9 @@ def generate(
     return images, torch.from_numpy(labels), torch.tensor(objects, dtype=torch.float32).view(-1, 3)
 
 
-def check_range(key: str, value) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):  # not two numbers
-        lo = hi = -1.0
-    if not 0 < lo <= hi <= 1:
-        raise ValueError(f"{key}={value!r} is not allowed; expected [lo, hi] with 0 < lo <= hi <= 1")
-    return lo, hi
-
-
-def check_bins(key: str, bins: dict) -> dict[str, float]:
-    bounds = list(bins.values())
-    if not bounds or any(not isinstance(b, int | float) for b in bounds) or bounds != sorted(set(bounds)):
-        raise ValueError(f"{key}={dict(bins)} is not allowed; expected {{name: upper bound}} with rising bounds")
-    if bounds[-1] < 1:
-        raise ValueError(f"{key}: the last bound is {bounds[-1]}; it must be 1.0, so that every object falls in a bin")
-    return {str(name): float(bound) for name, bound in bins.items()}
-
-
-class ShapesData(ImageData):
-    """SHAPES (above), with object sizes that train and test draw from set apart for
-    scale-shift studies: val draws from `train_scales` (model selection never sees the test sizes),
-    test from `test_scales`. Evaluation images are grouped by object size into `scale_bins`."""
+class ShapesData(GeneratedData):
+    """SHAPES (above), generated splits with object sizes that train and test draw apart (generated.py).
+    Evaluation images are grouped by their object's size into `scale_bins`."""
 
     num_classes = len(CLASSES)
     class_names = list(CLASSES)
@@ -131,47 +109,23 @@ class ShapesData(ImageData):
         num_train: int = 10000,
         num_val: int = 2000,
         num_test: int = 2000,
-        clutter: int = 4,
-        seed: int = 0,
-        root: str | None = None,
-        image_size: int = 64,
         train_scales: tuple[float, float] = SCALES,
-        test_scales: tuple[float, float] | None = None,
-        scale_bins: dict[str, float] | None = None,
         **kwargs,
     ):
-        super().__init__(image_size=image_size, **kwargs)
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
-        self.clutter, self.seed = clutter, seed
-        self.cache_dir = Path(root) if root else None
-        train_scales = check_range("data.train_scales", train_scales)
-        test_scales = check_range("data.test_scales", test_scales) if test_scales is not None else train_scales
-        self.scales = {"train": train_scales, "val": train_scales, "test": test_scales}
-        self.scale_bins = scale_bins and check_bins("data.scale_bins", scale_bins)
-        self.group_names = list(self.scale_bins) if self.scale_bins else None
+        super().__init__(num_train, num_val, num_test, train_scales, **kwargs)
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         (lo, hi), n = self.scales[name], self.sizes[name]
-        args = (n, self.seed, name, self.image_size, self.clutter, (lo, hi))
-        if self.cache_dir is None:
-            return generate(*args)
         # "-objects": caches before the object records held (images, labels) only.
-        path = self.cache_dir / (
-            f"shapes-{name}-n{n}-seed{self.seed}-{self.image_size}px-clutter{self.clutter}-scales{lo:g}-{hi:g}-objects.pt"
+        file = (
+            f"shapes-{name}-n{n}-seed{self.seed}-{self.image_size}px-clutter{self.clutter}"
+            f"-scales{lo:g}-{hi:g}-objects.pt"
         )
-        if path.is_file():
-            return torch.load(path, weights_only=True)
-        data = generate(*args)
-        atomic_write(path, lambda f: torch.save(data, f))  # concurrent sweep jobs never read half a cache
-        return data
+        return self.cached(file, lambda: generate(n, self.seed, name, self.image_size, self.clutter, (lo, hi)))
 
     def scale_groups(self, objects: torch.Tensor) -> torch.Tensor | None:
-        """Each object's bin: the first whose bound is above its side / image side (the last bin holds 1.0)."""
-        if not self.scale_bins:
-            return None
-        side = 2 * objects[:, 2] / self.image_size
-        bounds = torch.tensor(list(self.scale_bins.values())[:-1], dtype=side.dtype)
-        return torch.bucketize(side, bounds, right=True)
+        """Each object's size bin, from its side / image side."""
+        return self.size_bin(2 * objects[:, 2] / self.image_size) if self.scale_bins else None
 
     def setup(self, stage: str | None = None) -> None:
         normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.25] * 3)]

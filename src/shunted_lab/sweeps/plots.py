@@ -61,6 +61,16 @@ def write_plots(rows: list[dict], jobs: list[Job], out: Path, score: str = "top1
     plt.close(fig)
 
 
+def group_line(ax, row: dict, keys: list[str], offset: float, label: str) -> None:
+    """One cell's score over the groups (`keys` of a summary row, in x order), in %, with the seeds' std
+    as error bars; a group without a score is left out. `offset` nudges the line sideways, so that
+    the error bars of several cells stay visible."""
+    points = [(g + offset, row.get(f"{k}_mean"), row.get(f"{k}_std")) for g, k in enumerate(keys)]
+    points = [(x, 100 * mean, 100 * std) for x, mean, std in points if mean is not None]
+    if points:
+        ax.errorbar(*zip(*points, strict=True), marker="o", markersize=4, capsize=3, label=label)
+
+
 def write_group_plot(rows: list[dict], out: Path, score: str = "top1") -> None:
     """The score per group (x: the groups in order, e.g. object size) for each cell, a panel per split."""
     import matplotlib.pyplot as plt  # write_plots chose the backend
@@ -75,12 +85,7 @@ def write_group_plot(rows: list[dict], out: Path, score: str = "top1") -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
     for ax, (split, groups) in zip(axes[0], panels.items(), strict=True):
         for i, r in enumerate(r for r in rows if r["seeds"]):
-            x = [g + i * 0.04 for g in range(len(groups))]  # nudged apart so the error bars do not hide each other
-            mean = [r[f"{split}/{score}_{g}_mean"] for g in groups]
-            std = [r[f"{split}/{score}_{g}_std"] for g in groups]
-            points = [(a, m * 100, s * 100) for a, m, s in zip(x, mean, std, strict=True) if m is not None]
-            if points:
-                ax.errorbar(*zip(*points, strict=True), marker="o", markersize=4, capsize=3, label=r["cell"])
+            group_line(ax, r, [f"{split}/{score}_{g}" for g in groups], i * 0.04, r["cell"])
         ax.set_xticks(range(len(groups)), groups)
         xlabel = "object size" if score == "miou" else "group"
         ax.set(xlabel=xlabel, ylabel=f"{name} (%)", title=f"{split}: {name} per {xlabel} (mean +- std over seeds)")

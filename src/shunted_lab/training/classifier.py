@@ -18,25 +18,21 @@ class ImageClassifier(RecipeModule):
         model: nn.Module,
         num_classes: int,
         *,
-        label_smoothing: float,
-        mixup: float,
-        cutmix: float,
-        mixup_prob: float,
-        mixup_switch_prob: float,
         group_names: list[str] | None = None,
         **recipe,
     ):
         super().__init__(model, **recipe)
+        hp = self.hparams
         self.mixup = (
             Mixup(
-                mixup_alpha=mixup,
-                cutmix_alpha=cutmix,
-                prob=mixup_prob,
-                switch_prob=mixup_switch_prob,
-                label_smoothing=label_smoothing,
+                mixup_alpha=hp.mixup,
+                cutmix_alpha=hp.cutmix,
+                prob=hp.mixup_prob,
+                switch_prob=hp.mixup_switch_prob,
+                label_smoothing=hp.label_smoothing,
                 num_classes=num_classes,
             )
-            if mixup > 0 or cutmix > 0
+            if hp.mixup > 0 or hp.cutmix > 0
             else None
         )
         self.soft_loss = SoftTargetCrossEntropy()

@@ -2,9 +2,11 @@
 
 AdamW (no weight decay on biases and 1-D parameters) with lr scaled by global batch / lr_base_batch,
 a schedule stepped every iteration after a linear warm-up (`cosine`, or `poly` as in the published
-segmentation recipes), an optional EMA of the weights validated beside the model, torch.compile of
-the backbone's blocks, channels-last inputs and the epoch's mean training loss. A subclass gives
-`loss(batch)` for training and `evaluate(batch, split, model)` for validation and test.
+segmentation recipes), label smoothing and Mixup/CutMix (the classifier applies them; image mixing
+has no per-pixel label, so a per-pixel objective refuses it), an optional EMA of the weights
+validated beside the model, torch.compile of the backbone's blocks, channels-last inputs and the
+epoch's mean training loss. A subclass gives `loss(batch)` for training and `evaluate(batch, split,
+model)` for validation and test.
 """
 
 import math
@@ -21,6 +23,8 @@ SCHEDULES = ("cosine", "poly")
 
 
 class RecipeModule(L.LightningModule):
+    per_pixel = False  # the labels are maps (segmentation)
+
     def __init__(
         self,
         model: nn.Module,
@@ -36,6 +40,11 @@ class RecipeModule(L.LightningModule):
         warmup_epochs: float,
         warmup_lr: float,
         min_lr: float,
+        label_smoothing: float,
+        mixup: float,
+        cutmix: float,
+        mixup_prob: float,
+        mixup_switch_prob: float,
         ema_decay: float | None,
         fused: bool,
         channels_last: bool = False,
@@ -44,6 +53,11 @@ class RecipeModule(L.LightningModule):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"optim.schedule={schedule!r} is not allowed; expected one of {list(SCHEDULES)}")
+        if self.per_pixel and (mixup > 0 or cutmix > 0):
+            raise ValueError(
+                f"optim.mixup={mixup}, optim.cutmix={cutmix}: image mixing has no per-pixel label; "
+                "segmentation needs both 0"
+            )
         self.save_hyperparameters(ignore=["model"])
         if channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -10,25 +10,17 @@ from .recipe import RecipeModule
 
 
 class SemanticSegmenter(RecipeModule):
+    per_pixel = True
+
     def __init__(
         self,
         model: nn.Module,
         class_names: list[str],
         ignore_index: int,
         *,
-        label_smoothing: float,
-        mixup: float,
-        cutmix: float,
-        mixup_prob: float,
-        mixup_switch_prob: float,
         group_names: list[str] | None = None,
         **recipe,
     ):
-        if mixup > 0 or cutmix > 0:
-            raise ValueError(
-                f"optim.mixup={mixup}, optim.cutmix={cutmix}: image mixing has no per-pixel label; "
-                "segmentation needs both 0"
-            )
         super().__init__(model, **recipe)
         splits = ("val", "test", *(("val_ema",) if self.ema is not None else ()))
         self.scores = nn.ModuleDict({s: SegmentationScores(class_names, ignore_index, group_names) for s in splits})
