@@ -70,6 +70,31 @@ def test_scores_match_an_explicit_loop_and_skip_ignored_pixels():
     assert out["pixel_acc"].item() == pytest.approx(((preds == target) & keep).sum().item() / keep.sum().item())
 
 
+def _score_a_half(rank: int, port: int, preds, target, bins, out) -> None:
+    """One of two gloo processes: its half of the batch, then the synced scores."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    scores = SegmentationScores(["bg", "a", "b"], ignore_index=255, bin_names=["small", "large"])
+    scores.update(preds[rank::2], target[rank::2], bins[rank::2])
+    out[rank] = {k: v.item() for k, v in scores.compute().items()}
+    torch.distributed.destroy_process_group()
+
+
+def test_scores_over_two_processes_equal_those_over_the_whole_batch():
+    gen = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 3, (6, 8, 8), generator=gen)
+    preds = torch.randint(0, 3, (6, 8, 8), generator=gen)
+    bins = torch.where(target > 0, torch.randint(0, 2, (6, 8, 8), generator=gen), -1)
+    whole = SegmentationScores(["bg", "a", "b"], ignore_index=255, bin_names=["small", "large"])
+    whole.update(preds, target, bins)
+    expected = {k: v.item() for k, v in whole.compute().items()}
+    with torch.multiprocessing.Manager() as manager:
+        out = manager.dict()
+        port = 29000 + int(torch.randint(0, 1000, ()))
+        torch.multiprocessing.spawn(_score_a_half, args=(port, preds, target, bins, out), nprocs=2)
+        for rank in (0, 1):
+            assert out[rank] == pytest.approx(expected), rank
+
+
 def test_a_class_absent_from_labels_and_predictions_has_no_iou():
     scores = SegmentationScores(["bg", "a", "b"], ignore_index=255)
     scores.update(torch.tensor([[[0, 1]]]), torch.tensor([[[0, 1]]]))
