@@ -12,6 +12,7 @@ import pytest
 import timm
 import torch
 from helpers import ROOT, TINY, compose_cfg, run_py
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -244,7 +245,7 @@ def test_the_ade20k_layout_loads_with_label_0_ignored(tmp_path):
 def test_a_missing_mask_is_refused_in_one_line(tmp_path):
     write_segmentation_folder(tmp_path / "seg")
     (tmp_path / "seg/masks/train/img2.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"have no mask .* img2.jpg needs img2.png"):
+    with pytest.raises(InstantiationException, match=r"have no mask .* img2.jpg needs img2.png"):
         instantiate(segfolder_cfg(tmp_path).data)
     proc = run_py(tmp_path, *TINY, "objective=segmentation", "data=segfolder", f"data.root={tmp_path}/seg")
     output = proc.communicate(timeout=300)[0]
