@@ -47,8 +47,8 @@ def data_config(cfg: DictConfig, source: Source, overrides: list[str]) -> DictCo
 
 
 def score(cfg: DictConfig, source: Source, model, datamodule, loggers: list, in_sweep: bool) -> dict:
-    optim = (source.run_config or {}).get("optim") or OmegaConf.to_container(cfg.optim, resolve=True)
-    optim = {**OmegaConf.to_container(cfg.optim, resolve=True), **optim}  # keys newer than the run's config
+    # The run's recipe; the command's for keys newer than the run's config (or with no run around the file).
+    optim = {**OmegaConf.to_container(cfg.optim, resolve=True), **((source.run_config or {}).get("optim") or {})}
     objective = objective_of(OmegaConf.create(source.run_config or cfg)).name
     module = build_module(objective, model, datamodule, optim, channels_last=cfg.channels_last)
     trainer: L.Trainer = instantiate(
