@@ -17,7 +17,11 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # A config file's way to demand a key from the command line where `???` cannot: an experiment's `???`
 # does not replace the value a group already gave (OmegaConf's merge keeps it).
 REQUIRED = "<required>"
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# The whole training step and evaluation in CUDA graphs (training/cuda_graphs.py): with the blocks
+# compiled, or with eager kernels. torch.compile's own "reduce-overhead" and "max-autotune" graph each
+# block apart, which crashes when one block's graph feeds the next (pytorch#160281): not offered.
+GRAPH_MODES = ("cudagraphs", "cudagraphs-eager")
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", *GRAPH_MODES)
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP")  # those a run can catch and stop on
 FITTING_DATA = ("ImageFolderData", "SegmentationFolderData", "ADE20KData")  # data that can fit image_size to its files
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
@@ -102,7 +106,11 @@ RULES = (
     ("optim.cutmix", lambda v: _number(v) and v >= 0, "a number >= 0 (0 = off)"),
     ("optim.ema_decay", lambda v: v is None or (_number(v) and 0 < v < 1), "null or a number in (0, 1)"),
     ("optim.fused", lambda v: isinstance(v, bool), "true or false"),
-    ("compile", lambda v: isinstance(v, bool) or v in COMPILE_MODES, f"true, false or one of {list(COMPILE_MODES)}"),
+    (
+        "compile",
+        lambda v: isinstance(v, bool) or v in COMPILE_MODES,
+        f"true, false or one of {list(COMPILE_MODES)} (cudagraphs: the whole step in one CUDA graph)",
+    ),
     (
         "stop_signals",
         lambda v: OmegaConf.is_list(v) and all(s in STOP_SIGNALS for s in v),
@@ -140,6 +148,7 @@ def check_config(cfg: DictConfig) -> None:
             f"data.image_size=null fits the size to the images, which only image folders do; "
             f"give data={cfg.data.name} a size, e.g. data.image_size=64"
         )
+    check_graph_mode(cfg)
     if str(cfg.trainer.precision).startswith("16") and cfg.trainer.accelerator == "cpu":
         raise ConfigError(
             f"trainer.precision={cfg.trainer.precision} needs a GPU but trainer.accelerator=cpu; "
@@ -158,6 +167,29 @@ def check_config(cfg: DictConfig) -> None:
         if not Path(path).is_file():
             raise ConfigError(f"{key}={path!r} does not exist; expected a checkpoint file")
         check_checkpoint_file(key, path)
+
+
+def check_graph_mode(cfg: DictConfig) -> None:
+    """What one captured step per batch, on one device, cannot do: refused before anything runs."""
+    if cfg.compile not in GRAPH_MODES:
+        return
+    trainer, mode = cfg.trainer, f"compile={cfg.compile}"
+    if trainer.get("accumulate_grad_batches", 1) != 1:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} is not supported with {mode} "
+            "(one replayed optimizer step per batch); raise data.batch_size, or use compile=true"
+        )
+    if trainer.get("gradient_clip_algorithm") not in (None, "norm"):
+        raise ConfigError(
+            f"trainer.gradient_clip_algorithm={trainer.gradient_clip_algorithm} is not supported with {mode}; "
+            "it clips the global norm inside the graph (norm)"
+        )
+    devices = trainer.get("devices", 1)
+    if "ddp" in str(trainer.get("strategy", "")) or trainer.get("num_nodes", 1) != 1 or devices not in (1, "1"):
+        raise ConfigError(
+            f"trainer.devices={devices}, trainer.num_nodes={trainer.get('num_nodes', 1)}: {mode} runs on one "
+            "device; use trainer=gpu, or compile=true for several"
+        )
 
 
 def check_checkpoint_file(key: str, path) -> None:

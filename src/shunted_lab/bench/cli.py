@@ -26,8 +26,8 @@ from ..files import write_json, write_text
 from ..models.reference import PRESETS
 from .loop import loop_overhead
 from .measure import (
-    COMPILE_MODES,
     GPU_BF16_PEAK_TFLOPS,
+    MODES,
     PRECISIONS,
     images_per_s,
     matmul_peak_tflops,
@@ -123,8 +123,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--modes",
         type=csv_list,
         default="eager",
-        help="how our models run: eager, compile (every block, regionally), cudagraphs (compiled blocks in CUDA "
-        "graphs, torch.compile's reduce-overhead); the reference and peers run eager",
+        help="how our models run, as compile= runs them: eager, compile (every block, regionally), cudagraphs "
+        "(the whole step, and inference, in one CUDA graph around compiled blocks), cudagraphs-eager (the same "
+        "graph around eager kernels); the reference and peers run eager",
     )
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled modes")
     p.add_argument("--profile", action="store_true", help="per entry: GPU busy share and kernel launches per step")
@@ -138,9 +139,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--loop-overhead", action="store_true", help="Lightning vs bare loop, and SHAPES loading, instead")
     p.add_argument("--entry", help=argparse.SUPPRESS)  # one entry, in a child process
     args = p.parse_args(argv)
-    unknown = sorted(set(args.modes) - {"eager", *COMPILE_MODES})
+    unknown = sorted(set(args.modes) - set(MODES))
     if unknown:
-        p.error(f"--modes {','.join(unknown)} is not allowed; expected eager, {', '.join(COMPILE_MODES)}")
+        p.error(f"--modes {','.join(unknown)} is not allowed; expected {', '.join(MODES)}")
     if args.op_times and args.device != "cpu":
         p.error(f"--op-times needs --device cpu (got {args.device}): CUDA ops run asynchronously; use torch.profiler")
     return args

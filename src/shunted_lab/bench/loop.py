@@ -8,11 +8,18 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from ..config import CONF_DIR
-from .measure import COMPILE_MODES, PRECISIONS, sync
+from ..config import CONF_DIR, GRAPH_MODES
+from ..training.cuda_graphs import GraphContext, GraphedAdamW, StaticBatch
+from .measure import COMPILED_MODES, PRECISIONS, sync
 
 # The training recipe of a default run (the module has no defaults of its own).
 OPTIM_DEFAULTS = CONF_DIR / "optim" / "default.yaml"
+
+
+def backward(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return loss
 
 
 def loop_overhead(args) -> dict:
@@ -40,24 +47,28 @@ def loop_overhead(args) -> dict:
         """The same model for both loops, compiled as ImageClassifier(compile=...) would compile it."""
         torch.manual_seed(0)
         model = timm.create_model(args.models[0], num_classes=data.num_classes)
-        if mode != "eager":
-            model.compile_blocks(backend=args.compile_backend, **COMPILE_MODES[mode])
+        if mode in COMPILED_MODES:
+            model.compile_blocks(backend=args.compile_backend)
         return model
 
     def bare() -> float:
         model = fresh_model().to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # as the module's
+        if mode in GRAPH_MODES:  # the module's graphed step: static batch, captured step (cuda_graphs.py)
+            optimizer, batch = GraphedAdamW(model.parameters(), lr=1e-3, graphs=GraphContext(device)), StaticBatch()
+        else:
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # as the module's
         for i, (x, y) in enumerate(data.train_dataloader()):
             if i == args.warmup:
                 sync(device)
                 start = time.perf_counter()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if mode == "cudagraphs":
-                torch.compiler.cudagraph_mark_step_begin()
-            optimizer.zero_grad(set_to_none=True)
             with autocast:
-                loss = F.cross_entropy(model(x), y)
-            loss.backward()
+                if mode in GRAPH_MODES:
+                    batch.load(x, y)
+                    optimizer.step(lambda: backward(model, *batch.tensors))
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                backward(model, x, y)
             optimizer.step()
         sync(device)
         return args.iters / (time.perf_counter() - start)
@@ -77,7 +88,9 @@ def loop_overhead(args) -> dict:
             callbacks=[timer],
         )
         recipe = {**OmegaConf.to_container(OmegaConf.load(OPTIM_DEFAULTS)), "label_smoothing": 0.0, "warmup_epochs": 0}
-        module = ImageClassifier(fresh_model(), data.num_classes, **recipe)
+        # The blocks are compiled already (fresh_model): the module adds the graphed step, not compilation.
+        graphed = "cudagraphs-eager" if mode in GRAPH_MODES else False
+        module = ImageClassifier(fresh_model(), data.num_classes, compile=graphed, **recipe)
         trainer.fit(module, datamodule=data)
         return timer.images_per_sec / args.batch_size
 

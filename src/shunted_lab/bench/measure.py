@@ -5,20 +5,25 @@ import resource
 import statistics
 import time
 from contextlib import nullcontext
+from functools import partial
 
 import timm
 import torch
 import torch.nn.functional as F
 
+from ..config import GRAPH_MODES
 from ..models.pyramid import checkpoint_filter_fn
 from ..models.reference import reference_model
 from ..models.stats import count_gmacs, count_params
+from ..training.cuda_graphs import GraphContext, GraphedAdamW, GraphedForward
 from .op_times import op_times_ms
 
 # Dense bf16 tensor-core peaks (TFLOP/s) for MFU; other GPUs fall back to a measured matmul peak.
 GPU_BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
-# Bench modes of our models: eager, every block compiled, every block compiled into CUDA graphs.
-COMPILE_MODES = {"compile": {}, "cudagraphs": {"mode": "reduce-overhead"}}
+# How our models run, as `compile=` runs them in training: eager; every block compiled; the whole step
+# (and inference) in one CUDA graph, with the blocks compiled or eager (training/cuda_graphs.py).
+MODES = ("eager", "compile", *GRAPH_MODES)
+COMPILED_MODES = ("compile", "cudagraphs")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -105,8 +110,9 @@ def measure(entry: dict, args) -> dict:
     model = model.to(memory_format=memory_format)
     # Only our models compile (regionally, per block); the reference and the peers run as their users run them.
     mode = entry.get("mode", "eager")
-    if mode != "eager":
-        model.compile_blocks(backend=args.compile_backend, **COMPILE_MODES[mode])
+    if mode in COMPILED_MODES:
+        model.compile_blocks(backend=args.compile_backend)
+    graphs = GraphContext(device) if mode in GRAPH_MODES else None
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).to(memory_format=memory_format)
     y = torch.randint(0, 1000, (args.batch_size,), device=device)
     autocast = (
@@ -114,19 +120,28 @@ def measure(entry: dict, args) -> dict:
     )
 
     model.eval()
+    infer = model if graphs is None else partial(GraphedForward(graphs), model)
     with torch.inference_mode(), autocast:
-        first_infer_s = timed(lambda: model(x), 0, 1, device)[0]  # compilation included, when compiling
-        infer_times = timed(lambda: model(x), args.warmup, args.iters, device)
+        first_infer_s = timed(lambda: infer(x), 0, 1, device)[0]  # compilation (and capture) included
+        infer_times = timed(lambda: infer(x), args.warmup, args.iters, device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as the module's
+    if graphs is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as the module's
+    else:
+        optimizer = GraphedAdamW(model.parameters(), lr=1e-4, graphs=graphs)
+
+    def loss_and_backward():
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
 
     def train_step():
-        if mode == "cudagraphs":
-            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are free to reuse
-        optimizer.zero_grad(set_to_none=True)
         with autocast:
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
+            if graphs is not None:  # x and y are the static batch: the same tensors at every step
+                optimizer.step(loss_and_backward)
+                return
+            optimizer.zero_grad(set_to_none=True)
+            loss_and_backward()
         optimizer.step()
 
     if device.type == "cuda":
@@ -150,6 +165,8 @@ def measure(entry: dict, args) -> dict:
         peak_memory_mb=peak_mb,
         memory="cuda peak allocated" if device.type == "cuda" else "peak RSS",
     )
+    if graphs is not None and graphs.capture:  # eager warm-up steps and captures, compilation included
+        result.update(graph_setup_s=graphs.setup_s, graphs_captured=graphs.graphs)
     return result
 
 

@@ -49,16 +49,18 @@ class ImageClassifier(RecipeModule):
             {split: GroupAccuracy(group_names) for split in ("val", "test")} if group_names else {}
         )
 
-    def loss(self, batch):
+    def inputs_and_targets(self, batch):
         x, y = batch
+        return self.mixup(x, y) if self.mixup is not None else (x, y)  # Mixup: soft targets, smoothed
+
+    def criterion(self, logits, targets):
         if self.mixup is not None:
-            x, soft = self.mixup(x, y)
-            return self.soft_loss(self(x), soft)
-        return F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+            return self.soft_loss(logits, targets)
+        return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
 
     def evaluate(self, batch, split: str, model: nn.Module) -> None:
         x, y, *groups = batch
-        logits = model(x)
+        logits = self.logits(model, x)
         if groups and split in self.group_metrics:
             self.group_metrics[split].update(logits, y, groups[0])
         loss = F.cross_entropy(logits, y)

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..analysis import analyze_configured
-from ..config import check_config, user_step
+from ..config import GRAPH_MODES, check_config, user_step
 from ..data import ImageData
 from ..files import write_json, write_text
 from ..models.factory import build_model
@@ -69,6 +69,8 @@ def train(cfg: DictConfig) -> float:
         )
         optim = OmegaConf.to_container(cfg.optim, resolve=True)
         speed = dict(channels_last=cfg.channels_last, compile=cfg.compile)
+        if cfg.compile in GRAPH_MODES:  # clipped inside the graph; Lightning clips only outside (fit_and_evaluate)
+            speed["max_grad_norm"] = cfg.trainer.gradient_clip_val
         module = user_step("optim", lambda: build_module(cfg.objective.name, model, datamodule, optim, **speed))
 
         # Nothing above writes a file: a config mistake leaves no half-made run behind.
@@ -123,6 +125,18 @@ def log_fit_end(loggers: list, module, datamodule, metrics: dict, output_dir: Pa
         log.info("W&B end of fit (predictions, artifact): %.1f s", time.perf_counter() - start)
 
 
+def graph_metrics(module) -> dict:
+    """The graph modes' one-time cost: graphs captured, and the seconds of the eager warm-up steps and
+    captures before them (torch.compile's compilation included); None where nothing was captured."""
+    graphs = module.graph_context
+    if graphs is None or not graphs.capture:
+        return {"cuda_graphs": None, "cuda_graphs_setup_s": None}
+    log.info(
+        "CUDA graphs: %d captured; warm-up and capture, compilation included: %.1f s", graphs.graphs, graphs.setup_s
+    )
+    return {"cuda_graphs": graphs.graphs, "cuda_graphs_setup_s": graphs.setup_s}
+
+
 def fit_and_evaluate(
     cfg: DictConfig, module, datamodule, loggers: list, summary: dict, start: float, stop: StopSignals
 ) -> dict:
@@ -134,7 +148,8 @@ def fit_and_evaluate(
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # submitit requeues a preempted job (conf/hydra/launcher/slurm.yaml), not Lightning
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=plugins)
+    graphed = {"gradient_clip_val": None} if cfg.compile in GRAPH_MODES else {}  # the module clips (train())
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=plugins, **graphed)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     code = git_commit()
     wandb_run = None
@@ -165,6 +180,7 @@ def fit_and_evaluate(
         "train/data_wait_share": throughput.data_wait_share if throughput else None,
         "train/first_step_s": throughput.first_step_s if throughput else None,
         "peak_gpu_memory_mb": TrainThroughput.peak_gpu_memory_mb(),
+        **graph_metrics(module),
         "wall_time_s": time.perf_counter() - start,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,

@@ -5,19 +5,27 @@ a schedule stepped every iteration after a linear warm-up (`cosine`, or `poly` a
 segmentation recipes), label smoothing and Mixup/CutMix (the classifier applies them; image mixing
 has no per-pixel label, so a per-pixel objective refuses it), an optional EMA of the weights
 validated beside the model, torch.compile of the backbone's blocks, channels-last inputs and the
-epoch's mean training loss. A subclass gives `loss(batch)` for training and `evaluate(batch, split,
-model)` for validation and test.
+epoch's mean training loss. A subclass gives `inputs_and_targets(batch)` and `criterion(logits,
+targets)` for training and `evaluate(batch, split, model)` for validation and test.
+
+`compile=cudagraphs` (or `cudagraphs-eager`, without compiling the blocks) runs the whole training
+step as one CUDA graph replay and evaluation as graph replays (cuda_graphs.py). The step then runs
+under manual optimization: the graphed optimizer's step(closure) is the step, and the schedule is
+stepped after it as Lightning steps it in automatic optimization.
 """
 
 import math
 
 import lightning as L
 import torch
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics import MeanMetric
+
+from ..config import GRAPH_MODES
+from .cuda_graphs import GraphContext, GraphedAdamW, GraphedForward, StaticBatch
 
 SCHEDULES = ("cosine", "poly")
 
@@ -49,6 +57,7 @@ class RecipeModule(L.LightningModule):
         fused: bool,
         channels_last: bool = False,
         compile: bool | str = False,
+        max_grad_norm: float | None = None,  # the graph modes clip inside the graph (trainer.gradient_clip_val)
     ):
         super().__init__()
         if schedule not in SCHEDULES:
@@ -61,11 +70,16 @@ class RecipeModule(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if compile:
-            # Per block, in place (the state dict keeps its keys); a string is torch.compile's mode,
-            # e.g. "reduce-overhead": CUDA graphs around every block, forward and backward.
-            model.compile_blocks(**({} if compile is True else {"mode": compile}))
+        self.graph_mode = compile in GRAPH_MODES
+        if compile and compile != "cudagraphs-eager":
+            # Per block, in place (the state dict keeps its keys); a string other than a graph mode is
+            # torch.compile's mode, e.g. "max-autotune-no-cudagraphs".
+            model.compile_blocks(**({} if compile is True or self.graph_mode else {"mode": compile}))
         self.model = model
+        self.automatic_optimization = not self.graph_mode
+        self.graph_context: GraphContext | None = None  # made on the device by the first graphed call
+        self.static_batch = StaticBatch()
+        self.graphed_forward: GraphedForward | None = None
         self.ema = ModelEmaV3(model, decay=ema_decay) if ema_decay else None
         if self.ema is not None:
             # timm leaves the copy in eval mode, which Lightning reports at every fit as modules in eval
@@ -81,16 +95,47 @@ class RecipeModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
-    def loss(self, batch) -> torch.Tensor:
+    def inputs_and_targets(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch as the network's input and the criterion's targets (Mixup applies here)."""
         raise NotImplementedError
+
+    def criterion(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def graphs(self) -> GraphContext:
+        if self.graph_context is None:
+            self.graph_context = GraphContext(self.device)
+        return self.graph_context
+
+    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """model(x) for evaluation: through a CUDA graph in the graph modes."""
+        if not self.graph_mode:
+            return model(x)
+        if self.graphed_forward is None:
+            self.graphed_forward = GraphedForward(self.graphs())
+        return self.graphed_forward(model, x)
+
+    def graphed_step(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One optimizer step as a graph replay; a batch of other shapes (an epoch's last) runs eagerly."""
+        graphed = self.static_batch.load(x, targets)
+        if graphed:
+            x, targets = self.static_batch.tensors
+
+        def closure():
+            loss = self.criterion(self(x), targets)
+            self.manual_backward(loss)
+            return loss
+
+        loss = self.optimizers().step(closure, graphed=graphed)
+        self.lr_schedulers().step_update(num_updates=self.global_step)  # after the step, as automatic optimization
+        return loss
 
     def evaluate(self, batch, split: str, model: nn.Module) -> None:
         raise NotImplementedError
 
     def training_step(self, batch, batch_idx):
-        if self.hparams.compile == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()  # last step's CUDA-graph outputs may be overwritten
-        loss = self.loss(batch)
+        x, targets = self.inputs_and_targets(batch)
+        loss = self.graphed_step(x, targets) if self.graph_mode else self.criterion(self(x), targets)
         size = len(batch[0])
         self.log("train/loss_step", loss, prog_bar=True, batch_size=size)
         self.train_loss.update(loss.detach(), size)
@@ -122,15 +167,19 @@ class RecipeModule(L.LightningModule):
             self.trainer.datamodule.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
         )
         lr = hp.lr * global_batch / hp.lr_base_batch
-        optimizer = create_optimizer_v2(
-            self.model,
-            opt="adamw",
-            lr=lr,
-            weight_decay=hp.weight_decay,
-            eps=hp.eps,
-            betas=tuple(hp.betas),
-            fused=hp.fused,
-        )
+        adamw = dict(lr=lr, weight_decay=hp.weight_decay, eps=hp.eps, betas=tuple(hp.betas))
+        if self.graph_mode:
+            optimizer = GraphedAdamW(
+                # The parameter groups create_optimizer_v2 makes (no decay on biases and 1-D parameters).
+                param_groups_weight_decay(
+                    self.model, hp.weight_decay, no_weight_decay_list=getattr(self.model, "no_weight_decay", set)()
+                ),
+                graphs=self.graphs(),
+                max_grad_norm=hp.max_grad_norm,
+                **adamw,
+            )
+        else:
+            optimizer = create_optimizer_v2(self.model, opt="adamw", fused=hp.fused, **adamw)
         total = max(1, self.trainer.estimated_stepping_batches)
         steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
         warmup = min(total - 1, math.ceil(hp.warmup_epochs * steps_per_epoch))

@@ -25,15 +25,17 @@ class SemanticSegmenter(RecipeModule):
         splits = ("val", "test", *(("val_ema",) if self.ema is not None else ()))
         self.scores = nn.ModuleDict({s: SegmentationScores(class_names, ignore_index, group_names) for s in splits})
 
-    def loss(self, batch):
-        x, y = batch
+    def inputs_and_targets(self, batch):
+        return batch
+
+    def criterion(self, logits, targets):
         return F.cross_entropy(
-            self(x), y, ignore_index=self.hparams.ignore_index, label_smoothing=self.hparams.label_smoothing
+            logits, targets, ignore_index=self.hparams.ignore_index, label_smoothing=self.hparams.label_smoothing
         )
 
     def evaluate(self, batch, split: str, model: nn.Module) -> None:
         x, y, *bins = batch
-        logits = model(x)
+        logits = self.logits(model, x)
         loss = F.cross_entropy(logits, y, ignore_index=self.hparams.ignore_index)
         self.log(f"{split}/loss", loss, batch_size=len(x), on_epoch=True, sync_dist=True)
         self.scores[split].update(logits.argmax(1), y, bins[0] if bins else None)

@@ -1,0 +1,222 @@
+"""compile=cudagraphs: the graphed step's logic (static batch, lr tensors, clipping inside, an odd-sized
+batch run eagerly) and padded evaluation give the plain step's numbers, on the CPU where nothing is
+captured; on a GPU, captured and replayed, within bf16 tolerance (those tests skip without one)."""
+
+import json
+from contextlib import nullcontext
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from helpers import compose_cfg, run_py
+
+from shunted_lab.config import ConfigError
+from shunted_lab.models import MIXERS
+from shunted_lab.training.cuda_graphs import GraphContext, GraphedAdamW, GraphedForward, StaticBatch
+from shunted_lab.training.fit import train
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def nano(attention: str = "shunted", device: str = "cpu"):
+    torch.manual_seed(0)
+    model = timm.create_model("shunted_nano", num_classes=5, attention=attention, drop_path_rate=0.1)
+    return model.to(device)
+
+
+def batches(sizes: list[int], device: str = "cpu", side: int = 32) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    return [
+        (
+            torch.randn(n, 3, side, side, generator=generator).to(device),
+            torch.randint(0, 5, (n,), generator=generator).to(device),
+        )
+        for n in sizes
+    ]
+
+
+def closure(model, x, y):
+    def run():
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    return run
+
+
+def plain_steps(model, data, lrs, max_grad_norm: float, autocast) -> list[torch.Tensor]:
+    """The eager step the graph mode replaces: fused AdamW, the schedule's float lr, clipping between."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lrs[0], weight_decay=0.05, fused=True)
+    losses = []
+    for (x, y), lr in zip(data, lrs, strict=True):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        torch.manual_seed(len(losses))  # the same drop-path draws in both runs
+        with autocast():
+            losses.append(closure(model, x, y)().detach())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+    return losses
+
+
+def graphed_steps(model, data, lrs, max_grad_norm: float, autocast) -> tuple[list[torch.Tensor], GraphedAdamW]:
+    """As the module runs them: each batch loaded into the static buffers, the closure on those buffers;
+    a batch of another shape on itself, not graphed."""
+    graphs = GraphContext(next(model.parameters()).device)
+    optimizer = GraphedAdamW(
+        model.parameters(), lr=lrs[0], weight_decay=0.05, graphs=graphs, max_grad_norm=max_grad_norm
+    )
+    static, losses = StaticBatch(), []
+    for (x, y), lr in zip(data, lrs, strict=True):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        graphed = static.load(x, y)
+        torch.manual_seed(len(losses))
+        with autocast():
+            losses.append(optimizer.step(closure(model, *(static.tensors if graphed else (x, y))), graphed=graphed))
+    return losses, optimizer
+
+
+def assert_same_training(sizes, lrs, device, autocast, tolerance: dict) -> GraphedAdamW:
+    data = batches(sizes, device)
+    plain, graphed = nano(device=device), nano(device=device)
+    expected = plain_steps(plain, data, lrs, 0.5, autocast)
+    losses, optimizer = graphed_steps(graphed, data, lrs, 0.5, autocast)
+    torch.testing.assert_close(torch.stack(losses), torch.stack(expected), **tolerance)
+    for (name, a), b in zip(graphed.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, **tolerance, msg=lambda m, name=name: f"{name} grad: {m}")
+        torch.testing.assert_close(a, b, **tolerance, msg=lambda m, name=name: f"{name}: {m}")
+    return optimizer
+
+
+def test_the_graphed_step_gives_the_plain_steps_losses_gradients_and_weights_with_an_odd_last_batch():
+    # A schedule that changes the lr every step, gradients clipped, and a last batch of 3 that runs eagerly.
+    lrs = [1e-3, 2e-3, 5e-4, 1e-4, 3e-3, 1e-3]
+    optimizer = assert_same_training([4, 4, 4, 4, 4, 3], lrs, "cpu", nullcontext, {})
+    # The update read the lr tensors; the groups still hold the schedule's floats (checkpoints, LR monitor).
+    assert [t.item() for t in optimizer.lr_tensors] == pytest.approx([lrs[-1]])
+    assert all(type(g["lr"]) is float for g in optimizer.param_groups)
+    assert all(g["capturable"] and g["fused"] for g in optimizer.param_groups)
+
+
+def test_static_batch_copies_same_shaped_batches_into_its_buffers_and_refuses_others():
+    static = StaticBatch()
+    first, second, odd = batches([4, 4, 3])
+    assert static.load(*first)
+    buffers = [t.data_ptr() for t in static.tensors]
+    assert static.load(*second) and [t.data_ptr() for t in static.tensors] == buffers
+    assert all(torch.equal(a, b) for a, b in zip(static.tensors, second, strict=True))
+    assert not static.load(*odd) and all(torch.equal(a, b) for a, b in zip(static.tensors, second, strict=True))
+
+
+def test_padded_evaluation_equals_the_unpadded_forward_and_keeps_one_buffer_per_shape():
+    model = nano().eval()
+    forward = GraphedForward(GraphContext(torch.device("cpu")))
+    with torch.inference_mode():
+        for x, _ in batches([4, 3, 1, 4]):
+            torch.testing.assert_close(forward(model, x), model(x), rtol=1e-5, atol=1e-6)
+        assert len(forward.captured) == 1  # the smaller batches were padded into the first one's buffer
+        x, _ = batches([6])[0]
+        torch.testing.assert_close(forward(model, x), model(x), rtol=1e-5, atol=1e-6)
+        assert len(forward.captured) == 1 and len(next(iter(forward.captured.values()))[1]) == 6
+
+
+def test_a_graph_mode_run_gives_the_eager_runs_metrics(tmp_path):
+    # Mixup/CutMix, label smoothing, EMA and gradient clipping in both; on the CPU the graph mode runs the
+    # graphed step's code eagerly, so the two runs must agree.
+    recipe = ["optim.mixup=0.8", "optim.cutmix=1.0", "optim.label_smoothing=0.1", "optim.ema_decay=0.9"]
+    recipe += ["trainer.gradient_clip_val=0.5", "trainer.max_epochs=2", "model.drop_path_rate=0.1"]
+    runs = []
+    for mode in ("false", "cudagraphs-eager"):
+        cfg = compose_cfg(tmp_path / mode, *recipe, f"compile={mode}")
+        train(cfg)
+        runs.append(json.loads((tmp_path / mode / "out" / "metrics.json").read_text()))
+    eager, graphed = runs
+    assert graphed["global_step"] == eager["global_step"] == 8
+    for key in ("val/loss", "val/top1", "val_ema/loss", "test/loss", "test/top1"):
+        assert graphed[key] == pytest.approx(eager[key], rel=1e-5, abs=1e-6), key
+    assert graphed["cuda_graphs"] is None  # nothing is captured on the CPU
+    groups = torch.load(graphed["best_checkpoint"], weights_only=True)["optimizer_states"][0]["param_groups"]
+    assert all(g["capturable"] and g["fused"] for g in groups) and len(groups) == 2  # the graphed AdamW, decay groups
+
+
+def test_a_graph_mode_run_resumes_from_its_last_checkpoint(tmp_path):
+    first = compose_cfg(tmp_path / "a", "compile=cudagraphs-eager")
+    train(first)
+    last = tmp_path / "a" / "out" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)["optimizer_states"][0]
+    assert all(type(g["lr"]) is float for g in state["param_groups"])  # the schedule's value, not a device tensor
+    second = compose_cfg(tmp_path / "b", "compile=cudagraphs-eager", "trainer.max_epochs=2", f"ckpt_path={last}")
+    train(second)
+    assert json.loads((tmp_path / "b" / "out" / "metrics.json").read_text())["global_step"] == 8
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["compile=reduce-overhead"], r"compile='reduce-overhead' is not allowed; expected true, false or one of"),
+        (
+            ["compile=cudagraphs", "trainer.accumulate_grad_batches=2"],
+            r"trainer.accumulate_grad_batches=2 is not supported with compile=cudagraphs",
+        ),
+        (
+            ["compile=cudagraphs-eager", "+trainer.gradient_clip_algorithm=value"],
+            r"trainer.gradient_clip_algorithm=value is not supported with compile=cudagraphs-eager",
+        ),
+        (
+            ["compile=cudagraphs", "trainer=ddp_cpu"],
+            r"trainer.devices=2, trainer.num_nodes=1: compile=cudagraphs runs on one",
+        ),
+    ],
+)
+def test_what_the_graph_mode_cannot_do_is_refused_in_one_line(tmp_path, overrides, match):
+    cfg = compose_cfg(tmp_path, *overrides)
+    with pytest.raises(ConfigError, match=match) as error:
+        train(cfg)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+# On a GPU: captured and replayed.
+
+
+@cuda
+@pytest.mark.parametrize("attention", sorted(MIXERS))
+def test_a_captured_training_step_replays_the_eager_steps_within_bf16_tolerance(attention):
+    # 3 eager warm-up steps, the capture (replayed once), 3 replays, then an odd batch run eagerly.
+    sizes, lrs = [8] * 7 + [5], [1e-3, 2e-3, 1e-3, 5e-4, 1e-3, 2e-3, 1e-4, 1e-3]
+    data = batches(sizes, "cuda")
+    plain, graphed = nano(attention, "cuda"), nano(attention, "cuda")
+
+    def bf16():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+
+    expected = plain_steps(plain, data, lrs, 0.5, bf16)
+    losses, optimizer = graphed_steps(graphed, data, lrs, 0.5, bf16)
+    assert optimizer.graph is not None and optimizer.graphs.graphs == 1
+    torch.testing.assert_close(torch.stack(losses), torch.stack(expected), rtol=2e-2, atol=2e-2)
+    for a, b in zip(graphed.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-3)
+
+
+@cuda
+def test_evaluation_in_graphs_over_batches_of_two_sizes():
+    model = nano(device="cuda").eval()
+    forward = GraphedForward(GraphContext(torch.device("cuda")))
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for x, _ in batches([8, 8, 5, 8, 5], "cuda"):
+            torch.testing.assert_close(forward(model, x).float(), model(x).float(), rtol=2e-2, atol=2e-2)
+    assert forward.context.graphs == 1  # the batches of 5 were padded into the graph of 8
+
+
+@cuda
+@pytest.mark.slow
+def test_a_gpu_run_in_the_graph_mode_trains_evaluates_and_records_its_capture(tmp_path):
+    proc = run_py(tmp_path, "trainer=gpu", "compile=cudagraphs", "logger=csv", "data.num_train=512", "data.num_val=100")
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output[-3000:]
+    metrics = json.loads(next(tmp_path.glob("logs/runs/*/metrics.json")).read_text())
+    assert metrics["cuda_graphs"] >= 2 and metrics["cuda_graphs_setup_s"] > 0  # training, evaluation
+    assert "overwritten" not in output
