@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# The whole GPU table in one call (bf16, 224 px, batch 64 and 128, one GPU), written to $RESULTS:
-# Shunted-S eager / compiled / CUDA graphs against the eager reference formulation and timm's
-# pvt_v2_b2; each mixer with its peer's FFN against the peer (swin/plain vs Swin-T, pvt/dwconv vs
-# PVTv2-b2, vit/plain vs DeiT-S); first training step (compile) time, a torch.profiler summary per
-# entry (GPU busy share, kernel launches per step); Lightning vs a bare loop and the SHAPES loader;
-# one segmentation training step (SEG_MODEL + Semantic FPN, SEG_IMAGE px, batch 8, 150 classes) eager
-# and compiled: the segmentation objective on the same fast path.
-# Sized for about 6 minutes on an H100; every step is bounded by STEP_TIMEOUT (then SIGTERM, and
-# SIGKILL KILL_AFTER seconds later: a run that handles SIGTERM saves and exits, a hung one is killed),
-# what finished stays, and summary.md says first which steps failed or timed out.
+# Every GPU target of the project in one call (bf16, 224 px, one GPU), written to $RESULTS, most
+# important first, so that a call cut short keeps what matters:
+#  1. Shunted-S at batch 64 in every mode (eager, compile, cudagraphs, cudagraphs-eager) against the
+#     eager reference formulation and timm's pvt_v2_b2: img/s, GMAC/s, peak memory, first step
+#     (compile and capture included), a torch.profiler summary (GPU busy share, kernels per step);
+#  2. a real run in GRAPH_MODE (run.py trainer=gpu compile=$GRAPH_MODE): SIGTERM once its training
+#     step is captured and replaying, the seconds it takes to stop (exit 75), then the same command
+#     resumes it to the end (trains, validates, tests; metrics.json has the capture's seconds);
+#  3. Lightning against a bare loop over the same graphed step (bench --loop-overhead);
+#  4. each mixer with its peer's FFN in eager and GRAPH_MODE against the peer (swin/plain vs Swin-T,
+#     pvt/dwconv vs PVTv2-b2, vit/plain vs DeiT-S), at batch 64;
+#  5. the same at the other batch sizes (BATCHES after the first), Shunted-S in eager and GRAPH_MODE;
+#  6. one segmentation training step (SEG_MODEL + Semantic FPN, SEG_IMAGE px, batch 8, 150 classes).
+# Each step is bounded by STEP_TIMEOUT (then SIGTERM, and SIGKILL KILL_AFTER seconds later: a run that
+# handles SIGTERM saves and exits, a hung one is killed) and by what is left of BUDGET seconds for the
+# whole script: a step that would start with less than MIN_STEP seconds left is skipped. summary.md
+# says first which steps failed, timed out or were skipped, then gives every table.
 #
 #   bash benchmarks/gpu_bench.sh                      # on the GPU machine, from the repository root
 #
@@ -20,36 +27,67 @@
 set -uo pipefail
 RESULTS=${RESULTS:-benchmarks/gpu}
 DEVICE=${DEVICE:-cuda}
-MODEL=${MODEL:-shunted_s}
+MODEL=${MODEL:-shunted_s}        # a timm model name (the bench)
+RUN_MODEL=${RUN_MODEL:-shunted_s}  # the same as a model config (conf/model), for run.py
 IMAGE=${IMAGE:-224}
 BATCHES=${BATCHES:-64 128}
 WARMUP=${WARMUP:-5}
 ITERS=${ITERS:-20}
 PEERS=${PEERS:-1}
 MIXERS=${MIXERS:-swin pvt vit}
+GRAPH_MODE=${GRAPH_MODE:-cudagraphs}  # the graph mode of the mixers, the loop, the real run
+RUN_TRAIN=${RUN_TRAIN:-8192}          # the real run: SHAPES training images, 2 epochs
+RUN_BATCH=${RUN_BATCH:-128}
+RUN_EVAL=${RUN_EVAL:-1024}             # its validation and test images
+RUN_WORKERS=${RUN_WORKERS:-8}
+RUN_DIR=${RUN_DIR:-/tmp/gpu_bench_run}  # the real run's data and run directory (checkpoints): not results
+STOP_AFTER=${STOP_AFTER:-CUDA graphs: training step captured}  # the real run's log line that arms the SIGTERM
 SEG_MODEL=${SEG_MODEL:-shunted_s}  # a model config (conf/model)
 SEG_IMAGE=${SEG_IMAGE:-512}
 BACKEND=${BACKEND:-inductor}
 PRECISION=${PRECISION:-bf16}
 STEP_TIMEOUT=${STEP_TIMEOUT:-150}
 KILL_AFTER=${KILL_AFTER:-10}
+BUDGET=${BUDGET:-360}
+MIN_STEP=${MIN_STEP:-20}
 PYTHON=${PYTHON:-python}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:src
 mkdir -p "$RESULTS"
 failures=()
+first_batch=${BATCHES%% *}
 
-step() {  # step NAME COMMAND...: bounded in time; a failure is recorded with how it ended
-    local name=$1 code
-    shift
-    timeout -k "$KILL_AFTER" "$STEP_TIMEOUT" "$@"
-    code=$?
+record() {  # record NAME EXIT_CODE LIMIT: a step's failure, by how it ended
+    local name=$1 code=$2 limit=$3
     case $code in
-    0) return ;;
-    124) failures+=("$name: timed out after ${STEP_TIMEOUT} s (SIGTERM)") ;;
-    137) failures+=("$name: hung, killed ${KILL_AFTER} s after its SIGTERM at ${STEP_TIMEOUT} s") ;;
+    0) return 0 ;;
+    124) failures+=("$name: timed out after ${limit} s (SIGTERM)") ;;
+    137) failures+=("$name: hung, killed ${KILL_AFTER} s after its SIGTERM at ${limit} s") ;;
     *) failures+=("$name: failed with exit code $code") ;;
     esac
     echo "!! ${failures[-1]}"
+    return 1
+}
+
+limit() {  # the seconds a step may take now: STEP_TIMEOUT, or what is left of BUDGET
+    local left=$((BUDGET - SECONDS - KILL_AFTER))
+    echo $((left < STEP_TIMEOUT ? left : STEP_TIMEOUT))
+}
+
+runnable() {  # runnable NAME: whether enough of BUDGET is left to start the step
+    if [ $((BUDGET - SECONDS - KILL_AFTER)) -lt "$MIN_STEP" ]; then
+        failures+=("$1: skipped, $((BUDGET - SECONDS)) s of the ${BUDGET} s budget left")
+        echo "!! ${failures[-1]}"
+        return 1
+    fi
+}
+
+step() {  # step NAME COMMAND...: bounded in time; a failure is recorded with how it ended
+    local name=$1 seconds
+    shift
+    runnable "$name" || return 1
+    seconds=$(limit)
+    timeout -k "$KILL_AFTER" "$seconds" "$@"
+    record "$name" $? "$seconds"
 }
 
 bench() {  # bench NAME ARGS...: one bench run, its table kept
@@ -63,28 +101,87 @@ bench() {  # bench NAME ARGS...: one bench run, its table kept
 
 peer() { [ "$PEERS" = 1 ] && echo "--peers $1"; }
 
-for batch in $BATCHES; do
-    bench "shunted_b$batch" --batch-size "$batch" --attention shunted --mlp detail_specific \
-        --modes eager,compile,cudagraphs --reference $(peer pvt_v2_b2)
-    for mixer in $MIXERS; do  # each mixer with its peer's FFN, against the peer
+mixers() {  # mixers BATCH: each mixer with its peer's FFN, against the peer
+    local mixer mlp peer_model
+    for mixer in $MIXERS; do
         case $mixer in
         swin) mlp=plain peer_model=swin_tiny_patch4_window7_224 ;;
         pvt) mlp=dwconv peer_model=pvt_v2_b2 ;;
         vit) mlp=plain peer_model=deit_small_patch16_224 ;;
         esac
-        bench "${mixer}_${mlp}_b$batch" --batch-size "$batch" --attention "$mixer" --mlp "$mlp" \
-            --modes eager,cudagraphs $(peer "$peer_model")
+        bench "${mixer}_${mlp}_b$1" --batch-size "$1" --attention "$mixer" --mlp "$mlp" \
+            --modes "eager,$GRAPH_MODE" $(peer "$peer_model")
     done
-done
-last_batch=${BATCHES##* }
+}
+
+real_run() {  # the run a researcher starts: stopped by SIGTERM while replaying, then resumed to its end
+    local name=real_run log="$RESULTS/real_run.log" table="$RESULTS/real_run.md" trainer=gpu seconds pid code sent
+    [ "$DEVICE" = cuda ] || trainer=cpu
+    local cmd=("$PYTHON" run.py "model=$RUN_MODEL" attention=shunted mlp=detail_specific "trainer=$trainer"
+        logger=csv "compile=$GRAPH_MODE" "data.image_size=$IMAGE" "data.num_train=$RUN_TRAIN" "data.num_val=$RUN_EVAL"
+        "data.num_test=$RUN_EVAL" "data.batch_size=$RUN_BATCH" "data.num_workers=$RUN_WORKERS" trainer.max_epochs=2
+        "paths.data_dir=$RUN_DIR/data" "hydra.run.dir=$RUN_DIR/run")
+    echo "== $name: ${cmd[*]}"
+    runnable "$name" || return
+    rm -rf "$RUN_DIR/run"  # a run left by an earlier call would be resumed, not started
+    seconds=$(limit)
+    timeout -k "$KILL_AFTER" "$seconds" "${cmd[@]}" >"$log" 2>&1 &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null && ! grep -qF "$STOP_AFTER" "$log"; do sleep 0.5; done
+    sent=
+    if kill -0 "$pid" 2>/dev/null; then
+        sleep 2  # replaying by now
+        sent=$SECONDS
+        kill -TERM "$pid"  # timeout hands it to the run
+    fi
+    wait "$pid"
+    code=$?
+    {
+        echo "| | |"
+        echo "|---|---|"
+        echo "| command | \`${cmd[*]}\` |"
+        echo "| SIGTERM | ${sent:+2 s after the log said: $STOP_AFTER} |"
+        echo "| exit code (75: stopped, step saved) | $code |"
+        echo "| seconds from SIGTERM to exit | ${sent:+$((SECONDS - sent))} |"
+    } >"$table"
+    tail -n 5 "$log"
+    if [ -z "$sent" ] || [ "$code" != 75 ]; then
+        record "$name (stop)" "$code" "$seconds" && failures+=("$name (stop): ended before its SIGTERM")
+        return
+    fi
+    echo "== $name: the same command again, resuming"
+    runnable "$name (resume)" || return
+    seconds=$(limit)
+    timeout -k "$KILL_AFTER" "$seconds" "${cmd[@]}" >>"$log" 2>&1
+    record "$name (resume)" $? "$seconds" || return
+    cp "$RUN_DIR/run/metrics.json" "$RESULTS/real_run_metrics.json"
+    "$PYTHON" - "$RESULTS/real_run_metrics.json" >>"$table" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+keys = ("global_step", "val/top1", "test/top1", "train/images_per_sec", "train/first_step_s", "cuda_graphs",
+        "cuda_graphs_setup_s", "peak_gpu_memory_mb", "wall_time_s")
+for k in keys:
+    print(f"| resumed run: {k} | {m.get(k)} |")
+EOF
+}
+
+bench "shunted_b$first_batch" --batch-size "$first_batch" --attention shunted --mlp detail_specific \
+    --modes eager,compile,cudagraphs,cudagraphs-eager --reference $(peer pvt_v2_b2)
+real_run
 echo "== loop overhead"
 step loop_overhead "$PYTHON" -m shunted_lab.bench --loop-overhead --device "$DEVICE" --precision "$PRECISION" \
-    --models "$MODEL" --image-size "$IMAGE" --batch-size "$last_batch" --modes cudagraphs --compile-backend "$BACKEND" \
-    --warmup "$WARMUP" --iters "$ITERS" --rounds 2 --out "$RESULTS/loop_overhead.json"
+    --models "$MODEL" --image-size "$IMAGE" --batch-size "$first_batch" --modes "$GRAPH_MODE" \
+    --compile-backend "$BACKEND" --warmup "$WARMUP" --iters "$ITERS" --rounds 2 --out "$RESULTS/loop_overhead.json"
+mixers "$first_batch"
+for batch in ${BATCHES#"$first_batch"}; do
+    bench "shunted_b$batch" --batch-size "$batch" --attention shunted --mlp detail_specific \
+        --modes "eager,$GRAPH_MODE" $(peer pvt_v2_b2)
+    mixers "$batch"
+done
 echo "== segmentation step"
 step segmentation "$PYTHON" benchmarks/segmentation_step.py --device "$DEVICE" --precision "$PRECISION" \
-    --model "$SEG_MODEL" --image-size "$SEG_IMAGE" --batch-size 8 --steps $((WARMUP + ITERS)) --modes eager,compile \
-    --compile-backend "$BACKEND" --out "$RESULTS/segmentation"
+    --model "$SEG_MODEL" --image-size "$SEG_IMAGE" --batch-size 8 --steps $((WARMUP + ITERS)) \
+    --modes "eager,$GRAPH_MODE" --compile-backend "$BACKEND" --out "$RESULTS/segmentation"
 
 {
     if [ ${#failures[@]} -eq 0 ]; then

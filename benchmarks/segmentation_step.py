@@ -9,15 +9,18 @@ FPN head, at the ADE20K crop size by default (150 classes, 512 x 512, batch 2 pe
 Each mode runs in a process of its own (so that peak RSS is that mode's): the model as
 `python run.py objective=segmentation model=<preset>` builds it, AdamW, `--steps` training steps on
 random images and labels (forward, cross-entropy with ignore index, backward, optimizer step), the
-first one timed apart. `compile` compiles the backbone's blocks as `compile=true` does. Reported per
+first one timed apart. `compile` compiles the backbone's blocks as `compile=true` does; `cudagraphs` and
+`cudagraphs-eager` run the step as `compile=cudagraphs|cudagraphs-eager` does (after 3 eager steps,
+one CUDA graph replay: give --steps 8 or more). Reported per
 mode: the process's peak RSS (ru_maxrss: the model, the optimizer state and the step's activations,
-over the Python and library baseline given beside it), the mean step after the first, and on CUDA
+over the Python and library baseline given beside it), the median step after the first, and on CUDA
 the peak allocated GPU memory. Writes <out>.json and <out>.md.
 """
 
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -36,8 +39,9 @@ def measure(args) -> dict:
     import torch.nn.functional as F
     from hydra import compose, initialize_config_dir
 
-    from shunted_lab.config import CONF_DIR
+    from shunted_lab.config import CONF_DIR, GRAPH_MODES
     from shunted_lab.models.factory import build_model
+    from shunted_lab.training.cuda_graphs import GraphContext, GraphedAdamW
 
     baseline = rss_mib()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -47,22 +51,34 @@ def measure(args) -> dict:
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = build_model(cfg, args.classes).to(device).train()
-    if args.mode == "compile":
+    if args.mode in ("compile", "cudagraphs"):
         model.compile_blocks(backend=args.compile_backend)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    graphed = args.mode in GRAPH_MODES
+    if graphed:
+        optimizer = GraphedAdamW(model.parameters(), lr=1e-4, graphs=GraphContext(device))
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     labels = torch.randint(0, args.classes, (args.batch_size, args.image_size, args.image_size), device=device)
     labels[:, :8] = 255  # some ignored pixels, as a padded crop has
     dtype = {"bf16": torch.bfloat16, "fp32": None}[args.precision]
     built = rss_mib()
+
+    def loss_and_backward():
+        loss = F.cross_entropy(model(images), labels, ignore_index=255)
+        loss.backward()
+        return loss
+
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = F.cross_entropy(model(images), labels, ignore_index=255)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            if graphed:  # images and labels are the static batch
+                loss = optimizer.step(loss_and_backward)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_and_backward()
+                optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -73,7 +89,7 @@ def measure(args) -> dict:
         "built_rss_mib": built,
         "peak_rss_mib": rss_mib(),
         "first_step_s": times[0],
-        "step_s": sum(times[1:]) / max(1, len(times) - 1),
+        "step_s": statistics.median(times[1:] or times),  # the graph modes' warm-up and capture steps aside
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
         "loss": float(loss),
     }
@@ -89,7 +105,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--modes", default="eager", help="comma-separated: eager, compile")
+    parser.add_argument("--modes", default="eager", help="comma-separated: eager, compile, cudagraphs, cudagraphs-eager")
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--mode", help=argparse.SUPPRESS)  # one mode, in a child process
     parser.add_argument("--out", required=True, help="path without suffix: <out>.json and <out>.md")

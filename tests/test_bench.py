@@ -111,26 +111,34 @@ def test_op_times_refuse_cuda():
 def test_the_gpu_bench_script_runs_end_to_end_on_a_tiny_cpu_configuration(tmp_path):
     tiny = dict(DEVICE="cpu", MODEL="shunted_nano", IMAGE="64", BATCHES="2", ITERS="1", WARMUP="1", PEERS="0")
     env = {**os.environ, **tiny, "MIXERS": "vit", "PRECISION": "fp32", "BACKEND": "aot_eager", "RESULTS": str(tmp_path)}
-    env |= {"SEG_MODEL": "nano", "SEG_IMAGE": "64"}
+    env |= {"SEG_MODEL": "nano", "SEG_IMAGE": "64", "GRAPH_MODE": "cudagraphs-eager", "RUN_DIR": str(tmp_path / "run")}
+    # The real run, tiny; on the CPU nothing is captured: its SIGTERM comes once the fit has started.
+    env |= {"RUN_MODEL": "nano", "RUN_TRAIN": "256", "RUN_EVAL": "32", "RUN_BATCH": "16", "RUN_WORKERS": "0"}
+    env |= {"STOP_AFTER": "Total FLOPs"}
     proc = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_bench.sh")], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     shunted = json.loads((tmp_path / "shunted_b2.json").read_text())["results"]
-    assert [r["mode"] for r in shunted] == ["eager", "compile", "cudagraphs"]
+    assert [r["mode"] for r in shunted] == ["eager", "compile", "cudagraphs", "cudagraphs-eager"]
     vit = json.loads((tmp_path / "vit_plain_b2.json").read_text())["results"]
     assert [(r["attention"], r["mlp"], r["mode"]) for r in vit] == [
         ("vit", "plain", "eager"),
-        ("vit", "plain", "cudagraphs"),
+        ("vit", "plain", "cudagraphs-eager"),
     ]
     assert all(r["profile"]["wall_ms_per_step"] > 0 and r["first_train_s"] > 0 for r in shunted + vit)
     loop = json.loads((tmp_path / "loop_overhead.json").read_text())["loop"]
-    assert loop["mode"] == "cudagraphs" and loop["lightning_vs_bare"] > 0
+    assert loop["mode"] == "cudagraphs-eager" and loop["lightning_vs_bare"] > 0
     segmentation = json.loads((tmp_path / "segmentation.json").read_text())["modes"]
-    assert [r["mode"] for r in segmentation] == ["eager", "compile"] and all(r["step_s"] > 0 for r in segmentation)
+    assert [r["mode"] for r in segmentation] == ["eager", "cudagraphs-eager"]
+    assert all(r["step_s"] > 0 for r in segmentation)
+    # The real run stopped on its SIGTERM (exit 75), and the same command took it to its end.
+    run = json.loads((tmp_path / "real_run_metrics.json").read_text())
+    assert run["global_step"] == 2 * 256 // 16 and run["config"]["compile"] == "cudagraphs-eager"
+    assert "| exit code (75: stopped, step saved) | 75 |" in (tmp_path / "real_run.md").read_text()
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith("All steps finished.")
-    assert "## shunted_b2" in summary and "| training step, profiled |" in summary
+    assert "## shunted_b2" in summary and "| training step, profiled |" in summary and "## real_run" in summary
 
 
 @pytest.mark.parametrize(
@@ -149,10 +157,26 @@ def test_the_gpu_bench_script_ends_every_step_and_says_which_did_not_finish(tmp_
     start = time.monotonic()
     script = str(ROOT / "benchmarks" / "gpu_bench.sh")
     proc = subprocess.run(["bash", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert time.monotonic() - start < 40  # four steps of at most 1 s + 1 s
+    assert time.monotonic() - start < 40  # five steps of at most 1 s + 1 s
     assert proc.returncode != 0
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert summary.startswith("Steps that did not finish")
-    assert [line for line in summary.splitlines() if line.startswith("- ")] == [
-        f"- {step}: {ending}" for step in ("shunted_b2", "vit_plain_b2", "loop_overhead", "segmentation")
+    steps = ("shunted_b2", "real_run (stop)", "loop_overhead", "vit_plain_b2", "segmentation")
+    assert [line for line in summary.splitlines() if line.startswith("- ")] == [f"- {s}: {ending}" for s in steps]
+
+
+def test_the_gpu_bench_script_skips_the_steps_its_budget_leaves_no_time_for(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/bash\ntrap '' TERM\nsleep 600\n")  # hangs: each step takes its whole limit
+    fake.chmod(0o755)
+    steps = dict(BATCHES="2", MIXERS="vit", STEP_TIMEOUT="2", KILL_AFTER="1", BUDGET="7", MIN_STEP="2")
+    env = {**os.environ, **steps, "PYTHON": str(fake), "RESULTS": str(tmp_path / "out")}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_bench.sh")], cwd=ROOT, env=env, capture_output=True)
+    assert proc.returncode != 0
+    listed = [line for line in (tmp_path / "out" / "summary.md").read_text().splitlines() if line.startswith("- ")]
+    assert listed[:2] == [
+        "- shunted_b2: hung, killed 1 s after its SIGTERM at 2 s",
+        "- real_run (stop): hung, killed 1 s after its SIGTERM at 2 s",
     ]
+    assert [line.split(":")[0] for line in listed[2:]] == ["- loop_overhead", "- vit_plain_b2", "- segmentation"]
+    assert all("skipped" in line and "of the 7 s budget left" in line for line in listed[2:])
