@@ -34,7 +34,7 @@ from .measure import (
     measure,
     summarise,
 )
-from .tables import add_comparisons, label, markdown
+from .tables import add_comparisons, label, loop_markdown, markdown
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -167,7 +167,8 @@ def main(argv: list[str]) -> int:
         result = loop_overhead(args)
         meta = dict(vars(args), out=str(args.out), torch=torch.__version__)
         write_json(args.out, dict(meta=meta, loop=result))
-        print(json.dumps(result, indent=2))
+        write_text(args.out.with_suffix(".md"), loop_markdown(result))
+        print(loop_markdown(result))
         return 0
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

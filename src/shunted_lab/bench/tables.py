@@ -43,7 +43,7 @@ def markdown(results: list[dict], meta: dict) -> str:
         "TFLOP/s.",
         "",
         "| model | mode | params (M) | GMACs | infer img/s | train img/s | train GMAC/s | train FLOP share "
-        "| peak mem (MB) | saved for backward (MB) | first train step (s) |",
+        "| peak mem (MB) | saved for backward (MB) | first train step (s), compile and capture included |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -73,6 +73,9 @@ def markdown(results: list[dict], meta: dict) -> str:
                 f"| {label(r)} | {speedup(v, 'train')} | {speedup(v, 'infer')} | {v['peak_memory_ratio']:.2f} "
                 f"| {v['saved_for_backward_ratio']:.2f} | {diffs[r['model']]:.1e} |"
             )
+    peers = [r for r in results if r["kind"] == "peer"]
+    if peers:
+        lines += ["", *peer_table(results, peers)]
     if "profile" in results[0]:
         lines += ["", *profile_table(results)]
     if "train_op_ms" in results[0]:
@@ -114,3 +117,44 @@ def profile_table(results: list[dict]) -> list[str]:
             f"| {cell(r, 'aten_ops_per_step', '.0f')} |"
         )
     return lines
+
+
+def peer_table(results: list[dict], peers: list[dict]) -> list[str]:
+    """Each of our entries against each peer of the run (the peers run eager), and its peak memory
+    against our eager entry of the same variant."""
+    eager = {(r["model"], r["attention"], r["mlp"]): r for r in results if r["kind"] == "ours" and r["mode"] == "eager"}
+    lines = [
+        "| vs peer | peer | train img/s | train GMAC/s | infer GMAC/s | peak memory vs our eager |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in (r for r in results if r["kind"] == "ours"):
+        own = eager.get((r["model"], r["attention"], r["mlp"]))
+        memory = "-" if own is None else f"{r['peak_memory_mb'] / own['peak_memory_mb']:.2f}"
+        for p in peers:
+            lines.append(
+                f"| {label(r)} | {p['model']} | {r['train_images_per_s'] / p['train_images_per_s']:.2f}x "
+                f"| {r['gmac_per_s_train'] / p['gmac_per_s_train']:.2f}x "
+                f"| {r['gmac_per_s_infer'] / p['gmac_per_s_infer']:.2f}x | {memory} |"
+            )
+    return lines
+
+
+def loop_markdown(loop: dict) -> str:
+    """`--loop-overhead`'s result as a table."""
+    rounds = ", ".join(f"{v:.3f}" for v in loop["lightning_vs_bare_per_round"])
+    row = [
+        f"{loop['bare_steps_per_s']:.2f}",
+        f"{loop['lightning_steps_per_s']:.2f}",
+        f"{loop['lightning_vs_bare']:.3f} ({rounds})",
+        f"{loop['loader_images_per_s']:.0f}",
+        f"{loop['model_train_images_per_s']:.0f}",
+        f"{loop['loader_vs_model']:.2f}",
+    ]
+    lines = [
+        f"Lightning against a bare loop over the same step: {loop['model']}, mode {loop['mode']}.",
+        "",
+        "| bare steps/s | Lightning steps/s | Lightning / bare (rounds) | loader img/s | model img/s | loader/model |",
+        "|---|---|---|---|---|---|",
+        "| " + " | ".join(row) + " |",
+    ]
+    return "\n".join(lines) + "\n"

@@ -124,7 +124,10 @@ class GraphedAdamW(torch.optim.AdamW):
         self.static_loss: torch.Tensor | None = None
         self.warmed_up = 0
         device = self.param_groups[0]["params"][0].device
-        self.lr_tensors = [torch.tensor(float(g["lr"]), device=device) for g in self.param_groups]
+        # The fused CUDA kernel reads a tensor lr as a float32 (a float lr stays a double there: the updates
+        # differ in the last bits); the CPU kernel reads it as a double, so there they are the plain step's.
+        dtype = torch.float64 if device.type == "cpu" else torch.float32
+        self.lr_tensors = [torch.tensor(float(g["lr"]), dtype=dtype, device=device) for g in self.param_groups]
 
     def _update_lr_tensors(self) -> None:
         for tensor, group in zip(self.lr_tensors, self.param_groups, strict=True):
