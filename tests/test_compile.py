@@ -53,11 +53,10 @@ def test_compiled_blocks_compile_once_per_kind_and_match_eager(attention, ffn_re
 
 
 def test_compile_modes_under_bf16_autocast_match_eager():
-    # The GPU configuration (bf16 autocast, CUDA-graph mode requested) on the CPU, where no graph is
-    # captured but the same compiled blocks run.
+    # The GPU configuration (bf16 autocast) on the CPU: the same compiled blocks run.
     torch.manual_seed(0)
     eager = timm.create_model("shunted_nano", depths=(2, 2, 2, 2), drop_path_rate=0.1)
-    for mode in ("default", "reduce-overhead"):
+    for mode in ("default", "max-autotune-no-cudagraphs"):
         torch._dynamo.reset()
         compiled = copy.deepcopy(eager)
         compiled.compile_blocks(backend="aot_eager", mode=mode)
@@ -67,19 +66,3 @@ def test_compile_modes_under_bf16_autocast_match_eager():
             eager.zero_grad()
             out, grads = train_step(compiled, x)
         assert_same(out, grads, expected, expected_grads, rtol=1e-2, atol=1e-3)  # bf16 rounding
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_graph_blocks_train_like_eager_on_the_gpu():
-    torch.manual_seed(0)
-    eager = timm.create_model("shunted_nano", depths=(2, 2, 2, 2)).cuda()
-    compiled = copy.deepcopy(eager)
-    compiled.compile_blocks(mode="reduce-overhead")
-    x = torch.randn(8, 3, 64, 64, device="cuda")
-    for _ in range(3):  # warm-up, recording, replay
-        torch.compiler.cudagraph_mark_step_begin()
-        compiled.zero_grad()
-        out, grads = train_step(compiled, x)
-    eager.zero_grad()
-    expected, expected_grads = train_step(eager, x)
-    assert_same(out, grads, expected, expected_grads, rtol=1e-3, atol=1e-4)

@@ -79,9 +79,12 @@ def graphed_steps(model, data, lrs, max_grad_norm: float, autocast) -> tuple[lis
     return losses, optimizer
 
 
-def assert_same_training(sizes, lrs, device, autocast, tolerance: dict) -> GraphedAdamW:
+def assert_same_training(sizes, lrs, device, autocast, tolerance: dict, backend: str | None = None) -> GraphedAdamW:
     data = batches(sizes, device)
     plain, graphed = nano(device=device), nano(device=device)
+    if backend:  # compile=cudagraphs: the graphed step around compiled blocks
+        torch._dynamo.reset()
+        graphed.compile_blocks(backend=backend)
     expected = plain_steps(plain, data, lrs, 0.5, autocast)
     losses, optimizer = graphed_steps(graphed, data, lrs, 0.5, autocast)
     torch.testing.assert_close(torch.stack(losses), torch.stack(expected), **tolerance)
@@ -99,6 +102,16 @@ def test_the_graphed_step_gives_the_plain_steps_losses_gradients_and_weights_wit
     assert [t.item() for t in optimizer.lr_tensors] == pytest.approx([lrs[-1]])
     assert all(type(g["lr"]) is float for g in optimizer.param_groups)
     assert all(g["capturable"] and g["fused"] for g in optimizer.param_groups)
+
+
+@pytest.mark.slow  # dynamo traces forward and backward
+def test_the_graphed_step_around_compiled_blocks_under_bf16_autocast_gives_the_plain_steps_numbers():
+    # compile=cudagraphs on the CPU: the blocks compiled (aot_eager traces as Inductor does), bf16 as on a GPU.
+    def bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    tolerance = dict(rtol=2e-2, atol=2e-3)
+    assert_same_training([4, 4, 4, 4, 3], [1e-3, 2e-3, 5e-4, 1e-3, 1e-4], "cpu", bf16, tolerance, "aot_eager")
 
 
 def test_static_batch_copies_same_shaped_batches_into_its_buffers_and_refuses_others():

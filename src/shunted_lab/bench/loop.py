@@ -23,14 +23,15 @@ def backward(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def loop_overhead(args) -> dict:
-    """Training steps/s of the LightningModule vs a bare PyTorch loop (same model, mode, precision,
-    loader, optimizer), alternating bare and Lightning runs for `--rounds` rounds, and how fast the
+    """Training steps/s of the LightningModule, with a run's per-step callbacks (throughput, the
+    non-finite loss guard), vs a bare PyTorch loop (same model, mode, precision, loader, optimizer;
+    in a graph mode the same graphed step), alternating bare and Lightning runs for `--rounds` rounds, and how fast the
     SHAPES loader delivers images vs how fast the model eats them. The model is the first of
     `--models` at `--image-size`, in the last of `--modes`."""
     import lightning as L
 
     from ..data import ShapesData
-    from ..training.callbacks import TrainThroughput
+    from ..training.callbacks import NonFiniteLossGuard, TrainThroughput
     from ..training.classifier import ImageClassifier
 
     device, mode = torch.device(args.device), args.modes[-1]
@@ -85,7 +86,7 @@ def loop_overhead(args) -> dict:
             enable_model_summary=False,
             num_sanity_val_steps=0,
             limit_val_batches=0,
-            callbacks=[timer],
+            callbacks=[timer, NonFiniteLossGuard()],  # a run's per-step check (it reads the loss: a sync)
         )
         recipe = {**OmegaConf.to_container(OmegaConf.load(OPTIM_DEFAULTS)), "label_smoothing": 0.0, "warmup_epochs": 0}
         # The blocks are compiled already (fresh_model): the module adds the graphed step, not compilation.
