@@ -25,9 +25,14 @@ def eval_cfg(tmp_path: Path, ckpt_path, *overrides: str):
     return compose_cfg(tmp_path, "task=eval", f"ckpt_path={ckpt_path}", *overrides)
 
 
-def test_eval_of_a_run_reproduces_its_scores(run_dir, tmp_path):
+@pytest.mark.parametrize(
+    "speed",
+    # The graph mode scores through its evaluation path: batches of 12, 12 and a last one of 8, padded.
+    [[], ["compile=cudagraphs-eager", "data.batch_size=12"]],
+)
+def test_eval_of_a_run_reproduces_its_scores(run_dir, tmp_path, speed):
     trained = json.loads((run_dir / "metrics.json").read_text())
-    [scored] = evaluate(eval_cfg(tmp_path, run_dir, "attention=pvt"), []).values()
+    [scored] = evaluate(eval_cfg(tmp_path, run_dir, "attention=pvt", *speed), []).values()
     for key in ("val/top1", "test/top1", "val/loss"):
         assert abs(scored[key] - trained[key]) <= 1e-6, key
     assert scored["attention"] == "shunted"  # the run's, not the eval command's pvt

@@ -50,7 +50,8 @@ def score(cfg: DictConfig, source: Source, model, datamodule, loggers: list, in_
     # The run's recipe; the command's for keys newer than the run's config (or with no run around the file).
     optim = {**OmegaConf.to_container(cfg.optim, resolve=True), **((source.run_config or {}).get("optim") or {})}
     objective = objective_of(OmegaConf.create(source.run_config or cfg)).name
-    module = build_module(objective, model, datamodule, optim, channels_last=cfg.channels_last)
+    # The command's speed switches: compile=cudagraphs scores in CUDA graph replays.
+    module = build_module(objective, model, datamodule, optim, channels_last=cfg.channels_last, compile=cfg.compile)
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False
     )

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one call on a lent GPU machine: the CUDA-only tests, then gpu_bench.sh, within about 8 minutes.
+# With the `device` tool, from the repository root, the wheels carried (see below):
+#
+#   run(command="bash benchmarks/gpu_call.sh", carry=[".whl"], timeout_s=540)
+#
+# $OUT gets call.log (everything printed), summary.md (gpu_bench.sh's tables, failures first) and
+# gpu_results.tar.gz (every table and JSON, the real run's log): three files, under the tool's eight.
+# The wheels of what the GPU machine lacks, made here once (.whl is ignored: add /.whl/ to .git/info/exclude):
+#   pip download --no-deps -d .whl hydra-core==1.3.8 omegaconf==2.3.1
+#   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
+set -uo pipefail
+OUT=${OUT:?set OUT to the folder whose files come back}
+RESULTS=${RESULTS:-/tmp/gpu_results}
+exec > >(tee "$OUT/call.log") 2>&1
+export PYTHON=${PYTHON:-python3} PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:src
+if [ -d .whl ]; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl ||
+        exit
+    export PYTHONPATH=/tmp/site:$PYTHONPATH
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+"$PYTHON" -c "import torch, timm, lightning; print('torch', torch.__version__, 'timm', timm.__version__, 'lightning', lightning.__version__)"
+
+echo "== CUDA tests (tests/test_cuda_graphs.py; the GPU run itself is gpu_bench.sh's real_run)"
+timeout -k 10 "${TEST_TIMEOUT:-120}" "$PYTHON" -m pytest -q -m "not slow" -p no:cacheprovider tests/test_cuda_graphs.py
+echo "CUDA tests: exit code $?"
+
+RESULTS=$RESULTS BUDGET=${BUDGET:-330} bash benchmarks/gpu_bench.sh
+code=$?
+cp "$RESULTS/summary.md" "$OUT/" 2>/dev/null
+tar -czf "$OUT/gpu_results.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
+exit $code
