@@ -192,7 +192,10 @@ def profile_summary(train_step, device: torch.device, steps: int = 3) -> dict:
     if device.type == "cuda":
         kernel_ms = sum(e.device_time for e in kernels) / 1000 / steps
         summary.update(
-            kernel_ms_per_step=kernel_ms, gpu_busy=kernel_ms / wall_ms, kernel_launches_per_step=len(kernels) / steps
+            kernel_ms_per_step=kernel_ms,
+            gpu_busy=kernel_ms / wall_ms,
+            kernel_launches_per_step=len(kernels) / steps,  # in the graph modes: kernels, run by graph launches
+            graph_launches_per_step=sum(e.name == "cudaGraphLaunch" for e in events) / steps,
         )
     return summary
 

@@ -107,14 +107,14 @@ def profile_table(results: list[dict]) -> list[str]:
         return "-" if value is None else format(value, fmt)
 
     lines = [
-        "| training step, profiled | wall ms | GPU kernel ms | GPU busy | kernel launches | aten ops |",
-        "|---|---|---|---|---|---|",
+        "| training step, profiled | wall ms | GPU kernel ms | GPU busy | kernels | CUDA graph launches | aten ops |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {label(r)} | {cell(r, 'wall_ms_per_step', '.1f')} | {cell(r, 'kernel_ms_per_step', '.1f')} "
             f"| {cell(r, 'gpu_busy', '.0%')} | {cell(r, 'kernel_launches_per_step', '.0f')} "
-            f"| {cell(r, 'aten_ops_per_step', '.0f')} |"
+            f"| {cell(r, 'graph_launches_per_step', '.0f')} | {cell(r, 'aten_ops_per_step', '.0f')} |"
         )
     return lines
 
