@@ -125,6 +125,16 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
 
 
+def test_a_non_finite_loss_is_read_a_step_late_but_named_with_its_own_step(tmp_path):
+    # No checkpoint is due: the guard reads step 2's loss at step 3's end (no host sync per step).
+    cfg = compose_cfg(tmp_path, "+callbacks.poison._target_=helpers.PoisonWeights", "+callbacks.poison.at_step=1")
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss is nan at global step 2 \(epoch 0, batch 1\); last good checkpoint: none"
+    ):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
 def test_corrupt_image_names_the_file_or_is_skipped_and_counted(tmp_path, caplog):
     write_image_folder(tmp_path / "images")
     bad = write_broken_image(tmp_path / "images")

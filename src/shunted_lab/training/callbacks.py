@@ -67,16 +67,40 @@ class NonFiniteLossError(RuntimeError):
 
 
 class NonFiniteLossGuard(L.Callback):
-    """Stop at the first NaN/Inf training loss, before any checkpoint of that step is written
-    (Lightning runs checkpoint callbacks after the others), naming the last good checkpoint."""
+    """Stop at the first NaN/Inf training loss, before any checkpoint holding its step is written,
+    naming the step and the last good checkpoint.
+
+    A step's loss is read at the next step's end, and at once when a checkpoint is about to be
+    written or the fit ends: reading it at its own step's end would make the host wait for the GPU
+    every step, and leave the GPU idle while the host prepares the next one (one CUDA graph replay
+    a step in compile=cudagraphs)."""
+
+    def __init__(self):
+        self.pending: tuple | None = None  # (loss, global step, epoch, batch index) not read yet
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
+        previous = self.pending
+        self.pending = None if loss is None else (loss.detach(), trainer.global_step, trainer.current_epoch, batch_idx)
+        if previous is not None:
+            self.check(trainer, previous)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # Lightning calls this before it writes the file: raising here leaves the last good one in place.
+        if self.pending is not None:
+            self.check(trainer, self.pending)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.pending is not None:
+            self.check(trainer, self.pending)
+
+    @staticmethod
+    def check(trainer, pending: tuple) -> None:
+        loss, step, epoch, batch_idx = pending
+        if not torch.isfinite(loss).all():
             saved = [c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path]
             raise NonFiniteLossError(
-                f"training loss is {loss.item()} at global step {trainer.global_step} "
-                f"(epoch {trainer.current_epoch}, batch {batch_idx}); "
+                f"training loss is {loss.item()} at global step {step} (epoch {epoch}, batch {batch_idx}); "
                 f"last good checkpoint: {saved[0] if saved else 'none yet'}"
             )
 
