@@ -208,7 +208,7 @@ def test_a_captured_training_step_replays_the_eager_steps_within_bf16_tolerance(
 
     expected = plain_steps(plain, data, lrs, 0.5, bf16)
     losses, optimizer = graphed_steps(graphed, data, lrs, 0.5, bf16)
-    assert optimizer.graph is not None and optimizer.graphs.graphs == 1
+    assert optimizer.graph is not None and optimizer.graphs.count == 1
     torch.testing.assert_close(torch.stack(losses), torch.stack(expected), rtol=2e-2, atol=2e-2)
     for a, b in zip(graphed.parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-3)
@@ -221,7 +221,7 @@ def test_evaluation_in_graphs_over_batches_of_two_sizes():
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
         for x, _ in batches([8, 8, 5, 8, 5], "cuda"):
             torch.testing.assert_close(forward(model, x).float(), model(x).float(), rtol=2e-2, atol=2e-2)
-    assert forward.context.graphs == 1  # the batches of 5 were padded into the graph of 8
+    assert forward.context.count == 1  # the batches of 5 were padded into the graph of 8
 
 
 @cuda

@@ -167,7 +167,7 @@ def measure(entry: dict, args) -> dict:
         memory="cuda peak allocated" if device.type == "cuda" else "peak RSS",
     )
     if graphs is not None and graphs.capture:  # eager warm-up steps and captures, compilation included
-        result.update(graph_setup_s=graphs.setup_s, graphs_captured=graphs.graphs)
+        result.update(graph_setup_s=graphs.setup_s, graphs_captured=graphs.count)
     return result
 
 

@@ -36,9 +36,6 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-# Graph mode -> whether the blocks are compiled inside the graph (conf/config.yaml `compile`).
-GRAPH_MODES = {"cudagraphs": True, "cudagraphs-eager": False}
-
 
 class GraphContext:
     """What the graphs of one module share: the device, whether to capture (CUDA only), the memory
@@ -50,7 +47,7 @@ class GraphContext:
         self.pool = torch.cuda.graph_pool_handle() if self.capture else None
         self.stream = torch.cuda.Stream(device) if self.capture else None
         self.setup_s = 0.0  # eager warm-up steps and captures, compilation included
-        self.graphs = 0
+        self.count = 0  # graphs captured
 
     @contextmanager
     def on_side_stream(self):
@@ -69,7 +66,7 @@ class GraphContext:
         # thread_local: the loader's pin-memory thread may allocate while the main thread captures.
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
             yield
-        self.graphs += 1
+        self.count += 1
 
     @contextmanager
     def timed(self):

@@ -132,9 +132,9 @@ def graph_metrics(module) -> dict:
     if graphs is None or not graphs.capture:
         return {"cuda_graphs": None, "cuda_graphs_setup_s": None}
     log.info(
-        "CUDA graphs: %d captured; warm-up and capture, compilation included: %.1f s", graphs.graphs, graphs.setup_s
+        "CUDA graphs: %d captured; warm-up and capture, compilation included: %.1f s", graphs.count, graphs.setup_s
     )
-    return {"cuda_graphs": graphs.graphs, "cuda_graphs_setup_s": graphs.setup_s}
+    return {"cuda_graphs": graphs.count, "cuda_graphs_setup_s": graphs.setup_s}
 
 
 def fit_and_evaluate(
