@@ -160,6 +160,20 @@ def test_resume_from_last_checkpoint_continues_the_global_step(tmp_path):
         (["attention.name=linformer"], r"model: attention='linformer' is not allowed; expected one of"),
         (["attention=pvt", "+attention.kwargs.linaer=true"], r"attention option\(s\) \['linaer'\] not accepted"),
         (["data.image_size=12"], r"data.image_size=12: token map 3x3 is smaller than sr_ratio=4"),
+        # torch.compile's per-block CUDA graphs, and what one captured step per batch on one device cannot do
+        (["compile=reduce-overhead"], r"compile='reduce-overhead' is not allowed; expected true, false or one of"),
+        (
+            ["compile=cudagraphs", "trainer.accumulate_grad_batches=2"],
+            r"trainer.accumulate_grad_batches=2 is not supported with compile=cudagraphs",
+        ),
+        (
+            ["compile=cudagraphs-eager", "+trainer.gradient_clip_algorithm=value"],
+            r"trainer.gradient_clip_algorithm=value is not supported with compile=cudagraphs-eager",
+        ),
+        (
+            ["compile=cudagraphs", "trainer=ddp_cpu"],
+            r"trainer.devices=2, trainer.num_nodes=1: compile=cudagraphs runs on",
+        ),
     ],
 )
 def test_config_rules_fail_with_one_line_naming_the_key(tmp_path, overrides, match):
