@@ -24,7 +24,7 @@ def check_data(objective: str, data_name: str, datamodule: ImageData) -> None:
 
 def build_module(objective: str, model, datamodule: ImageData, optim: dict, **speed) -> RecipeModule:
     """The objective's LightningModule on `model`, with the recipe `optim` and the speed switches
-    (channels_last, compile)."""
+    (channels_last, compile; in the graph modes max_grad_norm, which they clip inside the graph)."""
     if objective == "segmentation":
         return SemanticSegmenter(
             model,

@@ -116,7 +116,8 @@ class RecipeModule(L.LightningModule):
         return self.graphed_forward(model, x)
 
     def graphed_step(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """One optimizer step as a graph replay; a batch of other shapes (an epoch's last) runs eagerly."""
+        """One optimizer step as a graph replay; a batch of other shapes (a loader's smaller last batch:
+        ours drop it in training) runs eagerly on the same weights and optimizer state."""
         graphed = self.static_batch.load(x, targets)
         if graphed:
             x, targets = self.static_batch.tensors
