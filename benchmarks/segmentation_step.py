@@ -105,7 +105,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--modes", default="eager", help="comma-separated: eager, compile, cudagraphs, cudagraphs-eager")
+    parser.add_argument(
+        "--modes", default="eager", help="comma-separated: eager, compile, cudagraphs, cudagraphs-eager"
+    )
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--mode", help=argparse.SUPPRESS)  # one mode, in a child process
     parser.add_argument("--out", required=True, help="path without suffix: <out>.json and <out>.md")
