@@ -14,6 +14,7 @@ under manual optimization: the graphed optimizer's step(closure) is the step, an
 stepped after it as Lightning steps it in automatic optimization.
 """
 
+import logging
 import math
 
 import lightning as L
@@ -26,6 +27,8 @@ from torchmetrics import MeanMetric
 
 from ..config import GRAPH_MODES
 from .cuda_graphs import GraphContext, GraphedAdamW, GraphedForward, StaticBatch
+
+log = logging.getLogger(__name__)
 
 SCHEDULES = ("cosine", "poly")
 
@@ -105,6 +108,12 @@ class RecipeModule(L.LightningModule):
     def graphs(self) -> GraphContext:
         if self.graph_context is None:
             self.graph_context = GraphContext(self.device)
+            if not self.graph_context.capture:
+                log.info(
+                    "compile=%s on the %s: no CUDA graph; the same step runs eagerly",
+                    self.hparams.compile,
+                    self.device.type,
+                )
         return self.graph_context
 
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
