@@ -142,7 +142,7 @@ real_run() {  # the run a researcher starts: stopped by SIGTERM while replaying,
         echo "| | |"
         echo "|---|---|"
         echo "| command | \`${cmd[*]}\` |"
-        echo "| SIGTERM | ${sent:+2 s after the log said: $STOP_AFTER} |"
+        echo "| SIGTERM | ${sent:+2 s after the log said: $(grep -m1 -F "$STOP_AFTER" "$log" | sed 's/^\[[^]]*\]//')} |"
         echo "| exit code (75: stopped, step saved) | $code |"
         echo "| seconds from SIGTERM to exit | ${sent:+$((SECONDS - sent))} |"
     } >"$table"
