@@ -39,6 +39,7 @@ def measure(args) -> dict:
     import torch.nn.functional as F
     from hydra import compose, initialize_config_dir
 
+    from shunted_lab.bench.measure import optimizer_step
     from shunted_lab.config import CONF_DIR, GRAPH_MODES
     from shunted_lab.models.factory import build_model
     from shunted_lab.training.cuda_graphs import GraphContext, GraphedAdamW
@@ -73,12 +74,7 @@ def measure(args) -> dict:
     for _ in range(args.steps):
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            if graphed:  # images and labels are the static batch
-                loss = optimizer.step(loss_and_backward)
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_and_backward()
-                optimizer.step()
+            loss = optimizer_step(optimizer, loss_and_backward)  # images and labels: the same tensors every step
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

@@ -2,24 +2,18 @@
 
 import statistics
 import time
+from functools import partial
 
 import timm
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from ..config import CONF_DIR, GRAPH_MODES
 from ..training.cuda_graphs import GraphContext, GraphedAdamW, StaticBatch
-from .measure import COMPILED_MODES, PRECISIONS, sync
+from .measure import COMPILED_MODES, PRECISIONS, backward, optimizer_step, sync
 
 # The training recipe of a default run (the module has no defaults of its own).
 OPTIM_DEFAULTS = CONF_DIR / "optim" / "default.yaml"
-
-
-def backward(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    return loss
 
 
 def loop_overhead(args) -> dict:
@@ -63,14 +57,11 @@ def loop_overhead(args) -> dict:
                 sync(device)
                 start = time.perf_counter()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if mode in GRAPH_MODES:
+                batch.load(x, y)
+                x, y = batch.tensors
             with autocast:
-                if mode in GRAPH_MODES:
-                    batch.load(x, y)
-                    optimizer.step(lambda: backward(model, *batch.tensors))
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                backward(model, x, y)
-            optimizer.step()
+                optimizer_step(optimizer, partial(backward, model, x, y))
         sync(device)
         return args.iters / (time.perf_counter() - start)
 

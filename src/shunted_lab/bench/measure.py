@@ -51,6 +51,24 @@ def build(entry: dict) -> tuple[torch.nn.Module, dict]:
     return reference, {"max_rel_diff_vs_fast": ((a - b).abs().max() / b.abs().max()).item()}
 
 
+def backward(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Forward, cross-entropy and backward: what a training step's closure computes."""
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return loss
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss_and_backward) -> torch.Tensor:
+    """One training step: eager, or with a GraphedAdamW the replay of the closure and the update (the
+    closure then reads the same tensors at every step: the static batch)."""
+    if isinstance(optimizer, GraphedAdamW):
+        return optimizer.step(loss_and_backward)
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_and_backward()
+    optimizer.step()
+    return loss
+
+
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work, so that wall clocks measure it (CPU ops run synchronously)."""
     if device.type == "cuda":
@@ -130,19 +148,9 @@ def measure(entry: dict, args) -> dict:
     else:
         optimizer = GraphedAdamW(model.parameters(), lr=1e-4, graphs=graphs)
 
-    def loss_and_backward():
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        return loss
-
     def train_step():
         with autocast:
-            if graphs is not None:  # x and y are the static batch: the same tensors at every step
-                optimizer.step(loss_and_backward)
-                return
-            optimizer.zero_grad(set_to_none=True)
-            loss_and_backward()
-        optimizer.step()
+            optimizer_step(optimizer, partial(backward, model, x, y))  # x and y: the same tensors every step
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

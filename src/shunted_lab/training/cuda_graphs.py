@@ -135,8 +135,8 @@ class GraphedAdamW(torch.optim.AdamW):
         self.zero_grad(set_to_none=False)  # gradients keep their storage: captured and eager steps share it
         with torch.enable_grad():
             loss = closure()
-        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if self.max_grad_norm:
+            params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
             nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
         # The update reads the learning rate from the device; the schedule keeps writing floats.
         floats = [g["lr"] for g in self.param_groups]
