@@ -17,6 +17,18 @@ def load_rgb(path: str) -> Image.Image:
         raise DataError(f"cannot read image {path}: {e} (set data.skip_bad_images=true to skip such files)") from e
 
 
+def transformed(transform, image: Image.Image, path: str):
+    """`transform(image)`, step by step where it is a Compose, so that a step that raises is a
+    DataError naming the file and the step (run.py: one line, exit 4), not a loader worker's traceback."""
+    steps = [] if transform is None else getattr(transform, "transforms", [transform])
+    for step in steps:
+        try:
+            image = step(image)
+        except Exception as e:
+            raise DataError(f"the transform {type(step).__name__} failed on {path}: {type(e).__name__}: {e}") from e
+    return image
+
+
 def median_short_side(paths) -> int | None:
     """The median short side, in pixels, of the images among `paths` (their headers only)."""
     sides = []

@@ -9,8 +9,9 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torchvision import datasets
 
+from .augment import keep_timm_posterize
 from .base import DataError, ImageData
-from .image_files import fit_image_size, fitting_image_size, load_rgb, median_short_side
+from .image_files import fit_image_size, fitting_image_size, load_rgb, median_short_side, transformed
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,14 @@ def readable_image(path: str) -> bool:
 
 
 class GroupedImageFolder(datasets.ImageFolder):
-    """An ImageFolder whose items end with a group index once `groups` is set (per-group metrics)."""
+    """An ImageFolder whose items end with a group index once `groups` is set (per-group metrics).
+    A transform that raises on an image is a DataError naming the file and the transform."""
 
     groups: torch.Tensor | None = None
 
     def __getitem__(self, i: int):
-        item = super().__getitem__(i)
+        path, label = self.samples[i]
+        item = transformed(self.transform, self.loader(path), path), label
         return item if self.groups is None else (*item, int(self.groups[i]))
 
 
@@ -91,6 +94,7 @@ class ImageFolderData(ImageData):
         self.classes = classes["train"]
         self.num_classes = len(self.classes)
         self.image_size = image_size or self._fitting_image_size()
+        keep_timm_posterize()
         common = dict(input_size=self.image_size, mean=tuple(mean), std=tuple(std), interpolation=interpolation)
         self.train_tf = create_transform(
             is_training=True, auto_augment=auto_augment, re_prob=re_prob, scale=tuple(scale), hflip=hflip, **common
