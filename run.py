@@ -17,30 +17,33 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from shunted_lab.checkpoints import analyze, evaluate
-from shunted_lab.config import CONF_DIR, ConfigError, error_line, unknown_option
-from shunted_lab.data import DataError
+# Nothing imported up here loads torch: --help, --cfg and a config error answer in a second or two.
+# The training stack (torch, Lightning, timm) is imported in main() once the config is known good.
+from shunted_lab.config import CONF_DIR, check_config, error_line, unknown_option
+from shunted_lab.exits import (
+    EXIT_CONFIG_ERROR,
+    EXIT_DATA_ERROR,
+    EXIT_NON_FINITE_LOSS,
+    EXIT_PREEMPTED,
+    ConfigError,
+    DataError,
+    NonFiniteLossError,
+    Preempted,
+)
 from shunted_lab.files import write_json
 from shunted_lab.run_dirs import (
     FAILED_FILE,
+    HEADLINE,
     METRICS_FILE,
     PREEMPTED_FILE,
     agent_sweep_id,
     last_checkpoint,
     sweep_id_of,
 )
-from shunted_lab.training import train
-from shunted_lab.training.callbacks import NonFiniteLossError
-from shunted_lab.training.objectives import HEADLINE
-from shunted_lab.training.preemption import EXIT_PREEMPTED, Preempted, StopSignals
 
 log = logging.getLogger("run")
-
-EXIT_CONFIG_ERROR, EXIT_NON_FINITE_LOSS, EXIT_DATA_ERROR = 2, 3, 4
 
 
 def fail(message: str, code: int) -> None:
@@ -114,6 +117,8 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = multirun or agent_sweep_id() is not None
     try:
         if multirun:
+            from lightning.fabric.plugins.environments import SLURMEnvironment
+
             if cfg.trainer.get("strategy") == "ddp" and not SLURMEnvironment.detect():
                 raise ConfigError(
                     "trainer.strategy=ddp re-executes the command line, which breaks a local multirun; "
@@ -121,16 +126,23 @@ def main(cfg: DictConfig) -> float | None:
                 )
             if cfg.sweep_id is None:
                 cfg.sweep_id = sweep_id_of(Path(hydra_cfg.sweep.dir))
-        if in_sweep and StopSignals.received:  # this process was told to stop: the jobs left wait for a rerun
-            log.warning("%s not started: the sweep was stopped by %s", output_dir.name, StopSignals.received)
+        if in_sweep and Preempted.received:  # this process was told to stop: the jobs left wait for a rerun
+            log.warning("%s not started: the sweep was stopped by %s", output_dir.name, Preempted.received)
             return None
         if cfg.task == "train":
+            check_config(cfg)
             done = resume_interrupted(cfg, output_dir, in_sweep)
             if done is not None:
                 return done
         if cfg.task in ("eval", "analyze"):
+            from shunted_lab.checkpoints import analyze, evaluate
+
             (evaluate if cfg.task == "eval" else analyze)(cfg, list(hydra_cfg.overrides.task))
             return None
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        from shunted_lab.training import train
+
         result = train(cfg)
         if rank_zero_only.rank == 0:
             tell_where(output_dir, in_sweep)

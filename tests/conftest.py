@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-import shunted_lab  # noqa: F401  (registers the models with timm)
+import shunted_lab.models  # noqa: F401  (registers the models with timm)
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from helpers import ROOT, compose_cfg, official_state_dict, write_image_folder
 
 from shunted_lab.checkpoints.sources import Source, architecture, load_model
 from shunted_lab.checkpoints.tasks import evaluate
-from shunted_lab.config import ConfigError
+from shunted_lab.exits import ConfigError
 
 
 @pytest.fixture

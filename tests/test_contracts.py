@@ -72,15 +72,6 @@ def test_the_readme_commands_run(tmp_path):
         assert noise not in console, noise
 
 
-@pytest.mark.slow
-def test_run_py_help_says_what_the_project_does():
-    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0
-    assert proc.stdout.startswith("shunted-lab: which token mixer")
-    assert "attention: pvt, shunted, swin, vit" in proc.stdout and "python run.py -m" in proc.stdout
-    assert "logs/runs/" in proc.stdout and len(proc.stdout.splitlines()) < 50  # not the whole config
-
-
 def test_the_ablation_experiment_fixes_its_sweep_directory(tmp_path):
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["experiment=shapes_ablation"], return_hydra_config=True)

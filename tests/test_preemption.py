@@ -15,12 +15,13 @@ from helpers import SHAPES_TINY, TINY, checkpoint_step, compose_cfg, run_py, wan
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from shunted_lab.config import ConfigError, check_config
+from shunted_lab.config import check_config
 from shunted_lab.data.resumable import ResumableLoader, ResumableSampler, SeededItems
+from shunted_lab.exits import EXIT_PREEMPTED, ConfigError, Preempted
 from shunted_lab.sweeps.jobs import load_jobs
 from shunted_lab.sweeps.write import write_report
 from shunted_lab.training.callbacks import RandomStateCheckpoint
-from shunted_lab.training.preemption import EXIT_PREEMPTED, Preempted, StopSignals
+from shunted_lab.training.preemption import StopSignals
 
 # 60 steps per epoch, 2 epochs; no periodic checkpoint: the only mid-epoch one is the signal's.
 RUN = [
@@ -324,14 +325,14 @@ def test_with_no_training_under_way_a_signal_stops_at_once_and_the_handlers_are_
         with pytest.raises(Preempted, match="stopped by SIGUSR1: nothing new to save") as stopped:
             with StopSignals(tmp_path, ["SIGUSR1"]):
                 signal.raise_signal(signal.SIGUSR1)
-        assert StopSignals.received == "SIGUSR1" and calls == []
+        assert Preempted.received == "SIGUSR1" and calls == []
         stopped.value.hand_over()  # to the handler that was there before (submitit's, on a cluster)
         assert calls == [signal.SIGUSR1]
         signal.raise_signal(signal.SIGUSR1)  # ours is gone
         assert calls == [signal.SIGUSR1, signal.SIGUSR1]
     finally:
         signal.signal(signal.SIGUSR1, previous)
-        StopSignals.received = None
+        Preempted.received = None
     # Ctrl-C's own handler raises KeyboardInterrupt: never handed over.
     Preempted("SIGINT", previous=signal.default_int_handler).hand_over()
 

@@ -23,10 +23,8 @@ from helpers import (
     write_image_folder,
 )
 
-from shunted_lab.config import ConfigError
-from shunted_lab.data import DataError
+from shunted_lab.exits import ConfigError, DataError, NonFiniteLossError
 from shunted_lab.training import train
-from shunted_lab.training.callbacks import NonFiniteLossError
 
 
 @pytest.mark.slow

@@ -18,9 +18,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from shunted_lab.checkpoints.tasks import analyze, evaluate
-from shunted_lab.config import ConfigError
-from shunted_lab.data import DataError
 from shunted_lab.data.scenes import ShapesScenesData, generate_scenes
+from shunted_lab.exits import ConfigError, DataError
 from shunted_lab.models.factory import build_model
 from shunted_lab.models.segmentation import SegmentationModel
 from shunted_lab.training import train

@@ -10,7 +10,8 @@ from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
 
 from shunted_lab.checkpoints.sources import architecture, find_sources
 from shunted_lab.checkpoints.tasks import evaluate
-from shunted_lab.config import ConfigError, check_config
+from shunted_lab.config import check_config
+from shunted_lab.exits import ConfigError
 from shunted_lab.models import build_model
 from shunted_lab.models.mixers.swin import resize_bias_table
 from shunted_lab.models.weights import read_state

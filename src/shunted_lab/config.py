@@ -6,10 +6,10 @@ Each failure is one ConfigError line naming the key, the value and what is allow
 
 from pathlib import Path
 
-import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from .exits import ConfigError
 from .run_dirs import resolve_resume_path
 
 # The Hydra configs ship inside the package, so that an installed copy finds them as a checkout does.
@@ -25,10 +25,6 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", *GRAPH_MODES)
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP")  # those a run can catch and stop on
 FITTING_DATA = ("ImageFolderData", "SegmentationFolderData", "ADE20KData")  # data that can fit image_size to its files
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
-
-
-class ConfigError(ValueError):
-    """A mistake in the config (or in a file it names) that the user can fix."""
 
 
 def check_choice(name: str, value, allowed) -> None:
@@ -214,6 +210,8 @@ def unsafe_globals(path: str | Path) -> list[str]:
 
     Raises ValueError when the file is not a readable PyTorch checkpoint.
     """
+    import torch  # here, not at the top: the config rules answer without loading torch
+
     try:
         found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as e:  # a truncated zip, not a checkpoint at all, ...

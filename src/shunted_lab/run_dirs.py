@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+HEADLINE = {"classification": "top1", "segmentation": "miou"}  # an objective's val/<headline>, test/<headline>
 METRICS_FILE = "metrics.json"  # a finished run's (or task's) numbers and its resolved config
 FAILED_FILE = "failed.json"  # a sweep job that failed: its one-line error and overrides
 PREEMPTED_FILE = "preempted.json"  # a run stopped by a signal: the signal, the step saved, how to resume

@@ -18,7 +18,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..analysis import analyze_configured
-from ..config import ConfigError, check_config, override_key, user_step
+from ..config import check_config, override_key, user_step
+from ..exits import ConfigError
 from ..files import write_json
 from ..models.factory import objective_of
 from ..models.stats import count_gmacs

@@ -1,7 +1,7 @@
 """Datasets as LightningDataModules (conf/data): for classification the embedded SHAPES, CIFAR-10/100 and
 image folders; for segmentation the embedded SHAPES scenes, segmentation folders and ADE20K."""
 
-from .base import DataError, ImageData
+from .base import ImageData
 from .cifar import CIFARData
 from .imagefolder import ImageFolderData
 from .scenes import ShapesScenesData
@@ -11,7 +11,6 @@ from .shapes import ShapesData
 __all__ = [
     "ADE20KData",
     "CIFARData",
-    "DataError",
     "ImageData",
     "ImageFolderData",
     "SegmentationFolderData",

@@ -8,12 +8,8 @@ import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
+from ..exits import DataError
 from .resumable import ResumableLoader, loader_seed, training_loader
-
-
-class DataError(ValueError):
-    """A problem with the user's data met during a run (an unreadable image, a training split
-    smaller than one batch): run.py ends the run with this one line, like a config error."""
 
 
 class ImageData(L.LightningDataModule):

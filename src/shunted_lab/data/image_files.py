@@ -4,7 +4,7 @@ import logging
 
 from PIL import Image
 
-from .base import DataError
+from ..exits import DataError
 
 log = logging.getLogger(__name__)
 

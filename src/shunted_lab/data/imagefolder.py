@@ -9,8 +9,9 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torchvision import datasets
 
+from ..exits import DataError
 from .augment import keep_timm_posterize
-from .base import DataError, ImageData
+from .base import ImageData
 from .image_files import fit_image_size, fitting_image_size, load_rgb, median_short_side, transformed
 
 log = logging.getLogger(__name__)

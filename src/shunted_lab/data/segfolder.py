@@ -31,7 +31,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as TF
 
-from .base import DataError, ImageData
+from ..exits import DataError
+from .base import ImageData
 from .image_files import fit_image_size, load_rgb
 
 ADE20K_SPLITS = {"train": "training", "val": "validation"}

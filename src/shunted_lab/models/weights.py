@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import ConfigError, check_checkpoint_file
+from ..config import check_checkpoint_file
+from ..exits import ConfigError
 from .pyramid import checkpoint_filter_fn
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ classification, `miou` for segmentation; its per-group columns are `<split>/<sco
 import re
 import statistics
 
-from ..training.objectives import HEADLINE
+from ..run_dirs import HEADLINE
 from .jobs import EXTRA_FILES, Job
 
 SCORE_NAMES = {"top1": "top-1", "miou": "mIoU"}

@@ -11,9 +11,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import error_line
+from ..exits import EXIT_PREEMPTED, Preempted
 from ..files import write_json
 from ..run_dirs import FAILED_FILE, agent_sweep_id, sweep_id_of
-from ..training.preemption import EXIT_PREEMPTED, StopSignals
 from .wandb_run import log_sweep_summary
 from .write import write_report
 
@@ -76,6 +76,6 @@ class SweepReport(Callback):
                 log.info(line)
         # A launcher or a scheduler reading the exit code reruns the sweep, which resumes the preempted
         # jobs and starts those a signal to this process kept from starting.
-        if preempted or StopSignals.received:
+        if preempted or Preempted.received:
             log.warning("rerun the same command to complete the sweep")
             sys.exit(EXIT_PREEMPTED)

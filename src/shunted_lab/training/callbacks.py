@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import RichModelSummary
 
+from ..exits import NonFiniteLossError
+
 
 class TrainThroughput(L.Callback):
     """Training images per second (all devices), wall clock between batch ends, data loading
@@ -60,10 +62,6 @@ class TrainThroughput(L.Callback):
     @staticmethod
     def peak_gpu_memory_mb() -> float | None:
         return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 class NonFiniteLossGuard(L.Callback):

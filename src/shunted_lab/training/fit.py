@@ -14,18 +14,19 @@ from omegaconf import DictConfig, OmegaConf
 from ..analysis import analyze_configured
 from ..config import GRAPH_MODES, check_config, user_step
 from ..data import ImageData
+from ..exits import Preempted
 from ..files import write_json, write_text
 from ..models.factory import build_model
 from ..models.stats import count_gmacs, count_params
-from ..run_dirs import METRICS_FILE, WANDB_ID_FILE, resolve_resume_path
+from ..run_dirs import HEADLINE, METRICS_FILE, WANDB_ID_FILE, resolve_resume_path
 from .callbacks import ModelSummary, RandomStateCheckpoint, TrainThroughput
 from .checkpoint_io import AtomicCheckpointIO
 from .console import quiet_libraries
 from .loggers import WandbLogger as LabWandbLogger
 from .mask_media import mask_table, predict_masks, write_mask_grid
-from .objectives import HEADLINE, build_module, check_data
+from .objectives import build_module, check_data
 from .predictions import CONFUSION_MATRIX_MAX_CLASSES, predict_split, wandb_media
-from .preemption import Preempted, StopSignals
+from .preemption import StopSignals
 from .run_loggers import build_loggers, close_loggers, log_analysis
 
 log = logging.getLogger(__name__)

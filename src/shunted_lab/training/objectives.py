@@ -1,13 +1,12 @@
 """The objectives a run can train for (conf/objective): the LightningModule of each, the metric its
 checkpoints and sweeps rank by, and the check that the data serves it."""
 
-from ..config import ConfigError
 from ..data import ImageData
+from ..exits import ConfigError
 from .classifier import ImageClassifier
 from .recipe import RecipeModule
 from .segmenter import SemanticSegmenter
 
-HEADLINE = {"classification": "top1", "segmentation": "miou"}  # val/<headline>, test/<headline>
 DATA_OPTIONS = {
     "classification": "shapes, cifar10, cifar100, imagefolder, imagefolder_small, imagenet",
     "segmentation": "shapes_scenes, ade20k, segfolder",

@@ -26,35 +26,16 @@ from pathlib import Path
 
 import lightning as L
 
+from ..exits import Preempted
 from ..run_dirs import last_checkpoint
 
 log = logging.getLogger(__name__)
 
-EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: a temporary failure; the same command continues the run
-
-
-class Preempted(BaseException):
-    def __init__(self, signal_name: str, step: int | None = None, checkpoint: Path | None = None, previous=None):
-        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
-        self.previous_handler = previous
-        saved = f"saved step {step} to {checkpoint}" if checkpoint else "nothing new to save"
-        super().__init__(f"stopped by {signal_name}: {saved}")
-
-    def hand_over(self) -> None:
-        """Give the signal to the handler that was installed before ours (submitit's requeue), if any.
-        Python's own (Ctrl-C's KeyboardInterrupt) and the default and ignore actions are not handed over."""
-        handler = self.previous_handler
-        if callable(handler) and handler is not signal.default_int_handler:
-            handler(signal.Signals[self.signal_name], None)
-
 
 class StopSignals(L.Callback):
     """The handlers of `signals` for as long as the `with` block runs, and, as a callback of the
-    trainer, the safe points where a stopping run saves its step.
-
-    `received` is the process's first stop signal: later jobs of a multirun in this process see it."""
-
-    received: str | None = None
+    trainer, the safe points where a stopping run saves its step. The process's first stop signal
+    is kept in `Preempted.received`."""
 
     def __init__(self, output_dir: str | Path, signals: list[str]):  # signals: conf/config.yaml stop_signals
         self.output_dir = Path(output_dir)
@@ -80,7 +61,7 @@ class StopSignals(L.Callback):
 
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
-        StopSignals.received = StopSignals.received or name
+        Preempted.received = Preempted.received or name
         if self.stopping:
             log.warning("%s received while the run closes; it stops when its files are written", name)
             return

@@ -9,9 +9,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from ..exits import EXIT_PREEMPTED
 from ..run_dirs import WANDB_ID_FILE, sweep_tag
 from ..wandb_env import wandb_offline
-from .preemption import EXIT_PREEMPTED
 
 
 def build_loggers(cfg: DictConfig) -> list:

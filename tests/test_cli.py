@@ -1,0 +1,78 @@
+"""What the command line answers before anything trains: help, the config, and one-line errors, each
+in a second or two because none of them loads torch."""
+
+import json
+import os
+import subprocess
+import sys
+
+from helpers import ROOT
+
+# Each command in turn, in one interpreter (run.py as __main__, as `python run.py` runs it): its exit
+# code, what it printed, and whether torch was imported by then.
+DRIVER = r"""
+import contextlib, io, json, runpy, sys
+from hydra.core.global_hydra import GlobalHydra
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = argv
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(argv[0], run_name="__main__") if argv[0].endswith(".py") else runpy.run_module(
+                argv[0], run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            code = e.code
+    GlobalHydra.instance().clear()
+    results.append({"code": code, "out": out.getvalue(), "err": err.getvalue(), "torch": "torch" in sys.modules})
+print(json.dumps(results))
+"""
+
+
+def test_help_config_and_errors_answer_without_loading_torch(tmp_path):
+    run = [str(ROOT / "run.py"), f"paths.root_dir={tmp_path}"]
+    commands = {
+        "help": [run[0], "--help"],
+        "cfg": [*run, "--cfg", "job"],
+        "unknown option": [*run, "attention=transformer"],
+        "unknown sweep option": [*run, "-m", "mlp=plain,dwconvv"],
+        "config rule": [*run, "data.batch_size=-4", "logger=csv"],
+        "report help": ["shunted_lab.report", "--help"],
+        "unknown key": [*run, "data.batchsize=32"],  # Hydra's own message; exit 1
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(list(commands.values()))],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = dict(zip(commands, json.loads(proc.stdout.strip().splitlines()[-1]), strict=True))
+    for name, answer in answers.items():
+        assert not answer["torch"], f"{name} imported torch"
+
+    help_page = answers["help"]
+    assert help_page["code"] in (0, None) and help_page["out"].startswith("shunted-lab: which token mixer")
+    assert "attention: pvt, shunted, swin, vit" in help_page["out"] and "python run.py -m" in help_page["out"]
+    assert "logs/runs/" in help_page["out"] and len(help_page["out"].splitlines()) < 50  # not the whole config
+    assert answers["cfg"]["code"] in (0, None) and "attention:" in answers["cfg"]["out"]
+    assert "_target_: shunted_lab.data.ShapesData" in answers["cfg"]["out"]
+
+    for name, option in (("unknown option", "attention=transformer"), ("unknown sweep option", "mlp=dwconvv")):
+        answer = answers[name]
+        assert answer["code"] == 2 and answer["err"].strip().splitlines() == [answer["err"].strip()]  # one line
+        assert answer["err"].startswith(f"config error: {option} is not an option of ")
+    assert "expected one of ['pvt', 'shunted', 'swin', 'vit']" in answers["unknown option"]["err"]
+
+    rule = answers["config rule"]
+    errors = [line for line in (rule["out"] + rule["err"]).splitlines() if "config error" in line]
+    assert rule["code"] == 2 and len(errors) == 1 and "data.batch_size=-4 is not allowed" in errors[0]
+    assert not list((tmp_path / "logs" / "runs").iterdir())  # Hydra's record of it is removed
+
+    assert answers["report help"]["code"] == 0 and "sweep_dir" in answers["report help"]["out"]
+    assert (
+        answers["unknown key"]["code"] == 1 and "Could not override 'data.batchsize'." in answers["unknown key"]["err"]
+    )
