@@ -68,7 +68,9 @@ def test_the_readme_commands_run(tmp_path):
     assert [line.split()[0] for line in tail[1:]] == ["run", "metrics", "best", "W&B", "compare"]
     assert tail[2].split()[-1] == str(tmp_path / "run" / "metrics.json")
     assert "python run.py -m attention=vit,pvt,swin,shunted" in tail[-1]
-    for noise in ("litlogger", "Trainer already configured", "anonymous setting", "LeafSpec", "Run history"):
+    noises = ("litlogger", "Trainer already configured", "anonymous setting", "LeafSpec", "Run history")
+    noises += ("GPU available", "TPU available", "estimate number of stepping batches", "weights_only")
+    for noise in noises:
         assert noise not in console, noise
 
 

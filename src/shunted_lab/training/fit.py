@@ -162,11 +162,14 @@ def fit_and_evaluate(
             write_text(Path(cfg.paths.output_dir) / WANDB_ID_FILE, run.id)
             wandb_run = dict(id=run.id, name=run.name, group=run.group, job_type=run.job_type, tags=list(run.tags))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg.ckpt_path, cfg.paths.output_dir))
+    # Our checkpoints hold tensors and plain containers only: loaded weights_only (checkpoint_io.py).
+    resume = resolve_resume_path(cfg.ckpt_path, cfg.paths.output_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = {}
     for evaluate in (trainer.validate, trainer.test):
-        results.update(evaluate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0])
+        scores = evaluate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+        results.update(scores[0])
     analysis = None
     if cfg.analysis.enabled and trainer.is_global_zero:  # the best checkpoint's weights are in the module now
         out = Path(cfg.paths.output_dir) / "analysis"
