@@ -3,14 +3,13 @@
 import json
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from helpers import ROOT
 
 from shunted_lab.bench import main, parse_args
+from shunted_lab.config import CONF_DIR
 
 
 @pytest.mark.slow
@@ -71,35 +70,26 @@ def test_bench_under_bf16_autocast(tmp_path):
     assert "bf16" in out.with_suffix(".md").read_text()
 
 
-@pytest.fixture(scope="module")
-def installed_copy(tmp_path_factory) -> Path:
-    """The package installed without -e (a wheel built from the checkout, into a folder of its own)."""
-    target = tmp_path_factory.mktemp("installed")
-    build = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
-    proc = subprocess.run([*build, "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return target
-
-
 @pytest.mark.slow
-def test_loop_overhead_alternates_bare_and_lightning_runs_from_an_installed_copy(installed_copy, tmp_path):
-    # From a non-editable install, in a folder outside the checkout: the recipe comes from the configs
-    # shipped inside the package, whatever the install mode.
+def test_loop_overhead_alternates_bare_and_lightning_runs(tmp_path):
     out = tmp_path / "loop.json"
     argv = ["--loop-overhead", "--models", "shunted_nano", "--image-size", "64", "--batch-size", "4"]
-    argv += ["--warmup", "1", "--iters", "3", "--rounds", "2", "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(installed_copy)}
-    where = "import shunted_lab.config as c; print(c.CONF_DIR)"
-    conf = subprocess.run([sys.executable, "-c", where], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert Path(conf.stdout.strip()).is_relative_to(installed_copy.resolve()), conf.stdout + conf.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "shunted_lab.bench", *argv], capture_output=True, text=True, env=env, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main([*argv, "--warmup", "1", "--iters", "3", "--rounds", "2", "--out", str(out)]) == 0
     loop = json.loads(out.read_text())["loop"]
     assert len(loop["rounds"]["bare"]) == len(loop["rounds"]["lightning"]) == 2
     assert len(loop["lightning_vs_bare_per_round"]) == 2
     assert loop["lightning_vs_bare"] > 0 and loop["loader_vs_model"] > 0
+
+
+def test_every_config_ships_inside_the_package():
+    # The recipe (and every run) reads the configs from the package, so a non-editable install must carry them.
+    tomllib = pytest.importorskip("tomllib")
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = ROOT / "src" / "shunted_lab"
+    assert CONF_DIR.resolve().is_relative_to(package)
+    shipped = {p for pattern in package_data["shunted_lab"] for p in package.glob(pattern)}
+    configs = set(CONF_DIR.resolve().rglob("*.yaml"))
+    assert configs and configs <= shipped
 
 
 def test_op_times_refuse_cuda():
@@ -141,6 +131,7 @@ def test_the_gpu_bench_script_runs_end_to_end_on_a_tiny_cpu_configuration(tmp_pa
     assert "## shunted_b2" in summary and "| training step, profiled |" in summary and "## real_run" in summary
 
 
+@pytest.mark.slow  # each step runs out its timeout
 @pytest.mark.parametrize(
     "python,ending",
     [
@@ -165,6 +156,7 @@ def test_the_gpu_bench_script_ends_every_step_and_says_which_did_not_finish(tmp_
     assert [line for line in summary.splitlines() if line.startswith("- ")] == [f"- {s}: {ending}" for s in steps]
 
 
+@pytest.mark.slow
 def test_the_gpu_bench_script_skips_the_steps_its_budget_leaves_no_time_for(tmp_path):
     fake = tmp_path / "python"
     fake.write_text("#!/bin/bash\ntrap '' TERM\nsleep 600\n")  # hangs: each step takes its whole limit

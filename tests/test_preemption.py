@@ -285,6 +285,13 @@ def test_an_items_random_draws_depend_on_seed_epoch_and_index_only_and_leave_the
     a = [items[(0, i)] for i in (5, 9, 5)]
     assert (torch.rand(1).item(), np.random.rand()) == (expected_torch, expected_numpy)
     assert a[0] == a[2] and a[0] != a[1] and items[(1, 5)] != a[0]
+    # A loader's batch, fetched in one call, draws what the items draw one by one.
+    assert items.__getitems__([(0, 5), (0, 9)]) == a[:2]
+    assert (torch.rand(1).item(), np.random.rand()) != (expected_torch, expected_numpy)  # the states moved on ...
+    torch.manual_seed(0)
+    np.random.seed(0)
+    items.__getitems__([(0, 5), (0, 9)])
+    assert (torch.rand(1).item(), np.random.rand()) == (expected_torch, expected_numpy)  # ... and not by the batch
 
 
 def test_the_training_loader_of_a_datamodule_resumes_where_its_checkpoint_says(tmp_path):

@@ -297,6 +297,9 @@ def test_ddp_on_two_cpu_processes_counts_every_validation_image_once(tmp_path):
         correct = (module(images).argmax(-1) == labels).sum().item()
     assert metrics["val/top1"] == pytest.approx(correct / 33)
     assert metrics["config"]["trainer"]["devices"] == 2
+    # Each rank counts into its own metric states (spawned processes must not share them).
+    for split, size in (("val", 33), ("test", cfg.data.num_test)):
+        assert sum(metrics[f"{split}/count_{g}"] for g in ("small", "medium", "large")) == size, split
 
 
 @pytest.mark.slow

@@ -61,7 +61,9 @@ class ResumableSampler(DistributedSampler):
 class SeededItems(Dataset):
     """A training set whose item (epoch, index) is drawn with the CPU generators (torch, random,
     numpy: what torchvision's and timm's transforms use) seeded by (seed, epoch, index). The
-    caller's generator states are put back afterwards: the model's dropout never sees the data's draws."""
+    caller's generator states are put back afterwards: the model's dropout never sees the data's draws.
+    The DataLoader fetches a batch's items in one `__getitems__`, which saves and restores those
+    states once per batch: numpy's alone cost ~150 us an item, 7% of the default run's step."""
 
     def __init__(self, dataset: Dataset, seed: int):
         self.dataset, self.seed = dataset, seed
@@ -70,18 +72,23 @@ class SeededItems(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        item_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list:
         saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
-        torch.default_generator.manual_seed(item_seed)
-        random.seed(item_seed)
-        np.random.seed(item_seed)
         try:
-            return self.dataset[index]
+            return [self._draw(epoch, index) for epoch, index in keys]
         finally:
             torch.set_rng_state(saved[0])
             random.setstate(saved[1])
             np.random.set_state(saved[2])
+
+    def _draw(self, epoch: int, index: int):
+        item_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+        torch.default_generator.manual_seed(item_seed)
+        random.seed(item_seed)
+        np.random.seed(item_seed)
+        return self.dataset[index]
 
 
 class ResumableLoader(DataLoader):

@@ -17,9 +17,8 @@ import math
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
-from .generated import GeneratedData
+from .generated import GeneratedData, normalized
 from .shapes import CLASSES, SPLIT_OFFSETS, background, shape_mask
 
 SCENE_CLASSES = ("background", *CLASSES)
@@ -134,10 +133,9 @@ class ShapesScenesData(GeneratedData):
         return torch.where(sides > 0, self.size_bin(sides / self.image_size), -1).to(torch.int8)
 
     def setup(self, stage: str | None = None) -> None:
-        normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.25] * 3)])
         images, labels, _ = self.split("train")
-        self.train_set = TensorScenes(images, labels, normalize, flip=True)
+        self.train_set = TensorScenes(images, labels, normalized, flip=True)
         self.val_set, self.test_set = (
-            TensorScenes(images, labels, normalize, flip=False, bins=self.size_bins(sides))
+            TensorScenes(images, labels, normalized, flip=False, bins=self.size_bins(sides))
             for images, labels, sides in (self.split("val"), self.split("test"))
         )

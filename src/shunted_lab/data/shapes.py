@@ -11,10 +11,9 @@ Every image is a pure function of (seed, split, index), so any run can regenerat
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 
 from .base import TensorImages
-from .generated import GeneratedData
+from .generated import GeneratedData, normalized
 
 CLASSES = (
     "disc",
@@ -97,6 +96,12 @@ def generate(
     return images, torch.from_numpy(labels), torch.tensor(objects, dtype=torch.float32).view(-1, 3)
 
 
+def flipped_and_normalized(image: torch.Tensor) -> torch.Tensor:
+    """The training augmentation: a horizontal flip half the time (torch's generator, which SeededItems
+    seeds per item), then `normalized`."""
+    return normalized(image.flip(-1) if torch.rand(()) < 0.5 else image)
+
+
 class ShapesData(GeneratedData):
     """SHAPES (above), generated splits with object sizes that train and test draw apart (generated.py).
     Evaluation images are grouped by their object's size into `scale_bins`."""
@@ -128,12 +133,9 @@ class ShapesData(GeneratedData):
         return self.size_bin(2 * objects[:, 2] / self.image_size) if self.scale_bins else None
 
     def setup(self, stage: str | None = None) -> None:
-        normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.25] * 3)]
-        train_tf = v2.Compose([v2.RandomHorizontalFlip(), *normalize])
-        eval_tf = v2.Compose(normalize)
         images, labels, objects = self.split("train")
-        self.train_set = TensorImages(images, labels, train_tf, objects)
+        self.train_set = TensorImages(images, labels, flipped_and_normalized, objects)
         self.val_set, self.test_set = (
-            TensorImages(images, labels, eval_tf, objects, self.scale_groups(objects))
+            TensorImages(images, labels, normalized, objects, self.scale_groups(objects))
             for images, labels, objects in (self.split("val"), self.split("test"))
         )

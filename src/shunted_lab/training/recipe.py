@@ -23,7 +23,7 @@ from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 
 from ..config import GRAPH_MODES
 from .cuda_graphs import GraphContext, GraphedAdamW, GraphedForward, StaticBatch
@@ -92,6 +92,14 @@ class RecipeModule(L.LightningModule):
         # over the whole epoch (Lightning's own epoch aggregate starts again empty).
         self.train_loss = MeanMetric(nan_strategy="disable")  # NonFiniteLossGuard stops a NaN; no sync per step
         self.train_loss.persistent(True)
+
+    def setup(self, stage: str) -> None:
+        # Processes spawned on the CPU receive the module's tensors in shared memory; Lightning copies
+        # the parameters and buffers out of it, not torchmetrics' states, so every rank would count
+        # into one tensor. A reset gives each process states of its own.
+        for metric in self.modules():
+            if isinstance(metric, Metric):
+                metric.reset()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
