@@ -1,0 +1,111 @@
+"""The same run at several commits, side by side on this machine: wall time from the outside, the run's
+own training images/s and its scores. Each commit is unpacked with `git archive` and run from there
+(its own run.py and package on PYTHONPATH), in a fresh root, so every run generates its data as a
+new user's first run does. Rounds alternate the commits, so that a machine whose speed drifts slows
+them alike.
+
+    python benchmarks/default_run_ab.py --commits fda4078,HEAD --out benchmarks/cpu_default_run_ab
+    python benchmarks/default_run_ab.py --commits ee4d83e,fda4078,HEAD --rounds 2 \\
+        --out benchmarks/cpu_throughput_ab -- data.num_train=3000 trainer.max_epochs=2
+
+Arguments after `--` are overrides for every run (`logger=csv` is always added). Writes <out>.json
+and <out>.md.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCORES = ("val/top1", "test/top1", "val/miou", "test/miou")
+
+
+def unpack(commit: str, into: Path) -> str:
+    sha = subprocess.run(["git", "rev-parse", "--short", commit], cwd=ROOT, capture_output=True, text=True, check=True)
+    sha = sha.stdout.strip()
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", sha], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return sha
+
+
+def run_once(tree: Path, root: Path, overrides: list[str]) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["PYTHONPATH"] = str(tree / "src")
+    find = "import shunted_lab; print(shunted_lab.__file__)"
+    where = subprocess.run([sys.executable, "-c", find], env=env, capture_output=True, text=True)
+    if not Path(where.stdout.strip()).is_relative_to(tree):  # an installed copy would shadow the commit's
+        raise SystemExit(f"the commit's package is not the one imported: {where.stdout.strip() or where.stderr}")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(tree / "run.py"), f"paths.root_dir={root}", "logger=csv", *overrides],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"the run at {tree.name} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    [metrics_file] = root.glob("logs/runs/*/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    out = {"wall_s": wall, "train_images_per_s": metrics["train/images_per_sec"]}
+    out |= {k: metrics[k] for k in SCORES if k in metrics}
+    return out
+
+
+def markdown(commits: list[str], runs: dict, overrides: list[str], command: str) -> str:
+    scores = [k for k in SCORES if any(k in r for rs in runs.values() for r in rs)]
+    lines = [
+        f"`{command}`" + (f", overrides `{' '.join(overrides)}`" if overrides else ""),
+        "",
+        "| commit | rounds | wall s (each) | wall vs first | train img/s (each) | " + " | ".join(scores) + " |",
+        "|---|---|---|---|---|" + "---|" * len(scores),
+    ]
+    base = statistics.median(r["wall_s"] for r in runs[commits[0]])
+    for commit in commits:
+        rs = runs[commit]
+        wall = statistics.median(r["wall_s"] for r in rs)
+        each = ", ".join(f"{r['wall_s']:.0f}" for r in rs)
+        speed = ", ".join(f"{r['train_images_per_s']:.1f}" for r in rs)
+        values = [", ".join(f"{r[k]:.3f}" for r in rs if k in r) for k in scores]
+        lines.append(f"| {commit} | {len(rs)} | {each} | {wall / base:.2f} | {speed} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    overrides = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--commits", required=True, help="comma-separated commits; the first is the baseline")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {}
+        for commit in args.commits.split(","):
+            sha = unpack(commit, Path(tmp) / "trees" / commit)
+            trees[f"{commit} ({sha})" if sha != commit else commit] = Path(tmp) / "trees" / commit
+        runs = {name: [] for name in trees}
+        for i in range(args.rounds):
+            for name, tree in trees.items():
+                root = Path(tmp) / "runs" / f"{i}-{tree.name}"
+                root.mkdir(parents=True)
+                runs[name].append(run_once(tree, root, overrides))
+                print(f"round {i + 1}/{args.rounds} {name}: {runs[name][-1]}", flush=True)
+    command = "python benchmarks/default_run_ab.py " + " ".join(sys.argv[1:])
+    table = markdown(list(runs), runs, overrides, command)
+    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": runs}, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
