@@ -73,7 +73,7 @@ def markdown(commits: list[str], runs: dict, overrides: list[str], command: str)
         rs = runs[commit]
         wall = statistics.median(r["wall_s"] for r in rs)
         each = ", ".join(f"{r['wall_s']:.0f}" for r in rs)
-        speed = ", ".join(f"{r['train_images_per_s']:.1f}" for r in rs)
+        speed = ", ".join(f"{r['train_images_per_s'] or 0:.1f}" for r in rs)  # 0: too few steps to time
         values = [", ".join(f"{r[k]:.3f}" for r in rs if k in r) for k in scores]
         lines.append(f"| {commit} | {len(rs)} | {each} | {wall / base:.2f} | {speed} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
