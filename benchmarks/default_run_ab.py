@@ -60,10 +60,10 @@ def run_once(tree: Path, root: Path, overrides: list[str]) -> dict:
     return out
 
 
-def markdown(commits: list[str], runs: dict, overrides: list[str], command: str) -> str:
+def markdown(commits: list[str], runs: dict, command: str) -> str:
     scores = [k for k in SCORES if any(k in r for rs in runs.values() for r in rs)]
     lines = [
-        f"`{command}`" + (f", overrides `{' '.join(overrides)}`" if overrides else ""),
+        f"`{command}`",
         "",
         "| commit | rounds | wall s (each) | wall vs first | train img/s (each) | " + " | ".join(scores) + " |",
         "|---|---|---|---|---|" + "---|" * len(scores),
@@ -101,7 +101,7 @@ def main() -> None:
                 runs[name].append(run_once(tree, root, overrides))
                 print(f"round {i + 1}/{args.rounds} {name}: {runs[name][-1]}", flush=True)
     command = "python benchmarks/default_run_ab.py " + " ".join(sys.argv[1:])
-    table = markdown(list(runs), runs, overrides, command)
+    table = markdown(list(runs), runs, command)
     args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": runs}, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(table)
     print(table)
