@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one call on a lent GPU machine: the CUDA-only tests, then gpu_bench.sh, within about 8 minutes.
+# The one call on a lent GPU machine: the CUDA tests, the graph mode against eager (graph_vs_eager.py),
+# then gpu_bench.sh, within about 8.5 minutes.
 # With the `device` tool, from the repository root, the wheels carried (see below):
 #
 #   run(command="bash benchmarks/gpu_call.sh", carry=[".whl"], timeout_s=540)
@@ -22,12 +23,21 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 "$PYTHON" -c "import torch, timm, lightning; print('torch', torch.__version__, 'timm', timm.__version__, 'lightning', lightning.__version__)"
 
-echo "== CUDA tests (tests/test_cuda_graphs.py; the GPU run itself is gpu_bench.sh's real_run)"
-timeout -k 10 "${TEST_TIMEOUT:-120}" "$PYTHON" -m pytest -q -m "not slow" -p no:cacheprovider tests/test_cuda_graphs.py
-echo "CUDA tests: exit code $?"
+echo "== CUDA tests, slow ones included (tests/test_cuda_graphs.py)"
+timeout -k 10 "${TEST_TIMEOUT:-120}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py
+tests=$?
+echo "CUDA tests: exit code $tests"
 
-RESULTS=$RESULTS BUDGET=${BUDGET:-330} bash benchmarks/gpu_bench.sh
+echo "== The graph mode against eager: one seed, validations inside the fit, scores side by side"
+mkdir -p "$RESULTS"
+timeout -k 10 "${COMPARE_TIMEOUT:-120}" "$PYTHON" benchmarks/graph_vs_eager.py --out "$RESULTS/graph_vs_eager"
+compared=$?
+echo "graph vs eager: exit code $compared"
+
+RESULTS=$RESULTS BUDGET=${BUDGET:-240} bash benchmarks/gpu_bench.sh
 code=$?
+[ "$code" = 0 ] && code=$tests
+[ "$code" = 0 ] && code=$compared
 cp "$RESULTS/summary.md" "$OUT/" 2>/dev/null
 tar -czf "$OUT/gpu_results.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 exit $code

@@ -5,14 +5,24 @@ captured; on a GPU, captured and replayed, within bf16 tolerance (those tests sk
 import json
 from contextlib import nullcontext
 
+import lightning as L
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from helpers import compose_cfg, run_py
+from helpers import CONF_DIR, compose_cfg, run_py
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from shunted_lab.models import MIXERS
-from shunted_lab.training.cuda_graphs import GraphContext, GraphedAdamW, GraphedForward, StaticBatch
+from shunted_lab.training.classifier import ImageClassifier
+from shunted_lab.training.cuda_graphs import (
+    MAX_EVAL_SHAPES,
+    GraphContext,
+    GraphedAdamW,
+    GraphedForward,
+    StaticBatch,
+)
 from shunted_lab.training.fit import train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -74,7 +84,8 @@ def graphed_steps(model, data, lrs, max_grad_norm: float, autocast) -> tuple[lis
         graphed = static.load(x, y)
         torch.manual_seed(len(losses))
         with autocast():
-            losses.append(optimizer.step(closure(model, *(static.tensors if graphed else (x, y))), graphed=graphed))
+            run = closure(model, *(static.tensors if graphed else (x, y)))
+            losses.append(optimizer.step(loss_and_backward=run, graphed=graphed))
     return losses, optimizer
 
 
@@ -133,6 +144,96 @@ def test_padded_evaluation_equals_the_unpadded_forward_and_keeps_one_buffer_per_
         x, _ = batches([6])[0]
         torch.testing.assert_close(forward(model, x), model(x), rtol=1e-5, atol=1e-6)
         assert len(forward.captured) == 1 and len(next(iter(forward.captured.values()))[1]) == 6
+
+
+# --- What a graph reads stays where it was captured (the invariants a GPU run depends on) -----------------
+
+
+class GradientIdentity(L.Callback):
+    """The gradient tensors, as objects, at each training batch's end (a run's callback: class-level)."""
+
+    seen: list[list[int]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        GradientIdentity.seen.append([id(p.grad) for p in pl_module.model.parameters()])
+
+
+def test_the_graphed_steps_gradients_stay_the_same_tensors_across_validations_inside_fit(tmp_path):
+    # Lightning sets the gradients to None before each validation inside fit; a captured step would
+    # then write into freed memory. The graphed optimizer keeps them and puts them back.
+    GradientIdentity.seen = []
+    overrides = [
+        "compile=cudagraphs-eager",
+        "data.num_train=64",
+        "trainer.max_epochs=2",
+        "+trainer.val_check_interval=2",
+    ]
+    train(compose_cfg(tmp_path, *overrides, "+callbacks.grads._target_=test_cuda_graphs.GradientIdentity"))
+    seen = GradientIdentity.seen
+    assert len(seen) == 2 * 64 // 16 and all(ids == seen[0] for ids in seen)  # 4 validations between them
+
+
+def recipe(**changes) -> dict:
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return {**OmegaConf.to_container(compose("config").optim), **changes}
+
+
+def test_a_graphed_evaluation_captures_again_after_the_module_moved():
+    model = nano().eval()
+    forward = GraphedForward(GraphContext(torch.device("cpu")))
+    x, _ = batches([4])[0]
+    with torch.inference_mode():
+        forward(model, x)
+        [(key, (_, buffer, _, read))] = forward.captured.items()
+        model.double().float()  # new storage for every parameter, as a teardown to the CPU and back gives
+        torch.testing.assert_close(forward(model, x), model(x), rtol=1e-5, atol=1e-6)
+        [(again, (_, new_buffer, _, new_read))] = forward.captured.items()
+    assert again == key and new_buffer is not buffer and new_read != read
+
+
+def test_evaluation_shapes_past_the_cap_run_eagerly():
+    model = nano().eval()
+    forward = GraphedForward(GraphContext(torch.device("cpu")))
+    with torch.inference_mode():
+        for side in range(32, 32 + 8 * (MAX_EVAL_SHAPES + 2), 8):  # every batch another shape
+            x = torch.randn(2, 3, side, side)
+            torch.testing.assert_close(forward(model, x), model(x), rtol=1e-5, atol=1e-6)
+    assert len(forward.captured) == MAX_EVAL_SHAPES
+
+
+def test_the_ema_of_a_compiled_model_compiles_blocks_of_its_own():
+    # A deep copy of a compiled block calls the original's compiled forward: val_ema would score the live model.
+    module = ImageClassifier(nano(), num_classes=5, compile=True, **recipe(ema_decay=0.9))
+    live = [b for stage in module.model.stages for b in stage.blocks]
+    ema = [b for stage in module.ema.module.stages for b in stage.blocks]
+    for own, other in zip(ema, live, strict=True):
+        assert own._compiled_call_impl._torchdynamo_orig_callable.__self__ is own
+        assert other._compiled_call_impl._torchdynamo_orig_callable.__self__ is other
+
+
+def test_resuming_an_eager_runs_optimizer_state_keeps_the_graphed_optimizer_capturable():
+    model = nano()
+    eager = torch.optim.AdamW(model.parameters(), lr=1e-3)  # capturable=False, fused=None, step on the CPU
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    eager.step()
+    graphed = GraphedAdamW(model.parameters(), lr=1e-3, graphs=GraphContext(torch.device("cpu")))
+    graphed.load_state_dict(eager.state_dict())
+    assert all(g["capturable"] and g["fused"] for g in graphed.param_groups)
+    assert all(s["step"].dtype == torch.float32 for s in graphed.state.values())
+
+
+def test_lightnings_hooks_run_before_the_graphed_work_not_inside_it():
+    model = nano()
+    optimizer = GraphedAdamW(model.parameters(), lr=1e-3, graphs=GraphContext(torch.device("cpu")))
+    order = []
+    x, y = batches([2])[0]
+
+    def loss_and_backward():
+        order.append("step")
+        return closure(model, x, y)()
+
+    optimizer.step(lambda: order.append("hooks"), loss_and_backward=loss_and_backward)
+    assert order == ["hooks", "step"]
 
 
 def test_a_graph_mode_run_gives_the_eager_runs_metrics(tmp_path):

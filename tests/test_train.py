@@ -183,6 +183,14 @@ def test_resume_from_last_checkpoint_continues_the_global_step(tmp_path):
             ["compile=cudagraphs", "trainer=ddp_cpu"],
             r"trainer.devices=2, trainer.num_nodes=1: compile=cudagraphs runs on",
         ),
+        (
+            ["compile=cudagraphs", "trainer.precision=16-mixed"],
+            r"trainer.precision=16-mixed is not supported with compile=cudagraphs: the loss scaler",
+        ),
+        (
+            ["compile=cudagraphs-eager", "model.ffn_recompute=true"],
+            r"model.ffn_recompute=True is not supported with compile=cudagraphs-eager: recomputation reads",
+        ),
     ],
 )
 def test_config_rules_fail_with_one_line_naming_the_key(tmp_path, overrides, match):

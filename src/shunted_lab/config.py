@@ -180,6 +180,16 @@ def check_graph_mode(cfg: DictConfig) -> None:
             f"trainer.gradient_clip_algorithm={trainer.gradient_clip_algorithm} is not supported with {mode}; "
             "it clips the global norm inside the graph (norm)"
         )
+    if str(trainer.get("precision")) in ("16-mixed", "16"):
+        raise ConfigError(
+            f"trainer.precision={trainer.precision} is not supported with {mode}: the loss scaler steps the "
+            "optimizer outside the captured step; use trainer.precision=bf16-mixed"
+        )
+    if cfg.model.get("ffn_recompute"):
+        raise ConfigError(
+            f"model.ffn_recompute={cfg.model.ffn_recompute} is not supported with {mode}: recomputation reads "
+            "the RNG state, which a capture forbids; set it to false, or use compile=true"
+        )
     devices = trainer.get("devices", 1)
     if "ddp" in str(trainer.get("strategy", "")) or trainer.get("num_nodes", 1) != 1 or devices not in (1, "1"):
         raise ConfigError(

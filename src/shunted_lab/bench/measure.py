@@ -62,7 +62,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss_and_backward) -> torch
     """One training step: eager, or with a GraphedAdamW the replay of the closure and the update (the
     closure then reads the same tensors at every step: the static batch)."""
     if isinstance(optimizer, GraphedAdamW):
-        return optimizer.step(loss_and_backward)
+        return optimizer.step(loss_and_backward=loss_and_backward)
     optimizer.zero_grad(set_to_none=True)
     loss = loss_and_backward()
     optimizer.step()

@@ -6,7 +6,7 @@ import time
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import RichModelSummary
+from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 
 from ..exits import NonFiniteLossError
 
@@ -68,39 +68,68 @@ class NonFiniteLossGuard(L.Callback):
     """Stop at the first NaN/Inf training loss, before any checkpoint holding its step is written,
     naming the step and the last good checkpoint.
 
-    A step's loss is read at the next step's end, and at once when a checkpoint is about to be
-    written or the fit ends: reading it at its own step's end would make the host wait for the GPU
-    every step, and leave the GPU idle while the host prepares the next one (one CUDA graph replay
-    a step in compile=cudagraphs)."""
+    On a GPU each step's finiteness is copied to the host asynchronously, behind an event, and read
+    at a later step's end once the event has passed: the host never waits for the device (one CUDA
+    graph replay a step in compile=cudagraphs), so a NaN stops the run a step or two after it. Before a
+    checkpoint is written, and when the fit ends, every pending step is read at once."""
 
     def __init__(self):
-        self.pending: tuple | None = None  # (loss, global step, epoch, batch index) not read yet
+        self.pending: list[tuple] = []  # (finite flag on the host, event or None, loss, global step, epoch, batch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        previous = self.pending
-        self.pending = None if loss is None else (loss.detach(), trainer.global_step, trainer.current_epoch, batch_idx)
-        if previous is not None:
-            self.check(trainer, previous)
+        if loss is not None:
+            loss = loss.detach()
+            finite, event = torch.isfinite(loss).all(), None
+            if finite.is_cuda:
+                finite, event = finite.to("cpu", non_blocking=True), torch.cuda.Event()
+                event.record()
+            self.pending.append((finite, event, loss, trainer.global_step, trainer.current_epoch, batch_idx))
+        self.check(trainer, wait=False)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         # Lightning calls this before it writes the file: raising here leaves the last good one in place.
-        if self.pending is not None:
-            self.check(trainer, self.pending)
+        self.check(trainer, wait=True)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if self.pending is not None:
-            self.check(trainer, self.pending)
+        self.check(trainer, wait=True)
 
-    @staticmethod
-    def check(trainer, pending: tuple) -> None:
-        loss, step, epoch, batch_idx = pending
-        if not torch.isfinite(loss).all():
-            saved = [c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path]
-            raise NonFiniteLossError(
-                f"training loss is {loss.item()} at global step {step} (epoch {epoch}, batch {batch_idx}); "
-                f"last good checkpoint: {saved[0] if saved else 'none yet'}"
-            )
+    def check(self, trainer, wait: bool) -> None:
+        while self.pending:
+            finite, event, loss, step, epoch, batch_idx = self.pending[0]
+            if event is not None and not wait and not event.query():
+                return  # the device has not reached it yet: a later step reads it
+            if event is not None:
+                event.synchronize()
+            self.pending.pop(0)
+            if not bool(finite):
+                saved = [c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path]
+                raise NonFiniteLossError(
+                    f"training loss is {loss.item()} at global step {step} (epoch {epoch}, batch {batch_idx}); "
+                    f"last good checkpoint: {saved[0] if saved else 'none yet'}"
+                )
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's Rich bar, whose metrics (the step's loss) are read every `metrics_every_n_batches`
+    training batches, not every batch: reading a metric is a host sync, which every batch would keep
+    the host from running ahead of the GPU."""
+
+    def __init__(self, metrics_every_n_batches: int = 10, **kwargs):
+        super().__init__(**kwargs)
+        self.metrics_every_n_batches = metrics_every_n_batches
+        self.metrics_due = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.metrics_due = (batch_idx + 1) % self.metrics_every_n_batches == 0
+        try:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        finally:
+            self.metrics_due = True
+
+    def _update_metrics(self, trainer, pl_module) -> None:  # Lightning's, called at every batch's end
+        if self.metrics_due:
+            super()._update_metrics(trainer, pl_module)
 
 
 class ModelSummary(RichModelSummary):

@@ -22,19 +22,42 @@ Evaluation, `GraphedForward`: a module's forward is captured once per input shap
 an evaluation's last, is padded with zeros to the captured size and the padded rows are dropped. In
 eval mode rows do not interact, so the result is the unpadded one, and one graph serves every batch.
 
-On the CPU nothing is captured: the same code runs eagerly (buffers, padding, the lr tensors). That
-is how the tests check it against the plain step. All graphs of a module share one memory pool; each
-graph's outputs are copied out before another graph runs.
+What a graph reads must stay where it was captured, whatever Lightning does between steps:
+
+- the optimizer owns the gradients: it keeps them and puts them back on the parameters before each
+  step, so Lightning's `zero_grad(set_to_none=True)` before a validation frees nothing the graph writes;
+- a graph checks the addresses of the tensors it reads (parameters, buffers, optimizer state) before
+  each replay and is captured again when they moved (Lightning's teardown moves the module to the CPU
+  and back; `task=eval` scores several splits);
+- Lightning's hooks run outside the capture: `on_before_optimizer_step` before the replay (with the
+  step before's gradients), and the backward runs without `on_before_backward`/`on_after_backward`;
+- evaluation inputs whose shapes keep changing (folder datasets pad each batch to its largest
+  image) run eagerly past `MAX_EVAL_SHAPES` captured shapes per module.
+
+`TrainingSteps` is what a LightningModule asks of all this: its training step's loss, its
+evaluation logits and its optimizer, eager or graphed. On the CPU nothing is captured: the same code
+runs eagerly (buffers, padding, the lr tensors, the kept gradients). That is how the tests check it
+against the plain step. All graphs of a module share one memory pool; each graph's outputs are
+copied out before another graph runs.
 """
 
+import itertools
 import logging
 import time
 from contextlib import contextmanager, nullcontext
 
 import torch
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+MAX_EVAL_SHAPES = 4  # captured evaluation input shapes per module; more run eagerly
+
+
+def addresses(tensors) -> tuple[int, ...]:
+    """Where the tensors' data lives: a captured graph reads these addresses, and no others."""
+    return tuple(t.data_ptr() for t in tensors)
 
 
 class GraphContext:
@@ -125,18 +148,38 @@ class GraphedAdamW(torch.optim.AdamW):
         # differ in the last bits); the CPU kernel reads it as a double, so there they are the plain step's.
         dtype = torch.float64 if device.type == "cpu" else torch.float32
         self.lr_tensors = [torch.tensor(float(g["lr"]), dtype=dtype, device=device) for g in self.param_groups]
+        self.params = [p for g in self.param_groups for p in g["params"]]
+        self.grads: list[torch.Tensor | None] | None = None  # the optimizer's own, from the first step on
+        self.captured_at: tuple[int, ...] | None = None  # addresses the graph reads
+
+    def _read_addresses(self) -> tuple[int, ...]:
+        state = (t for p in self.params for t in self.state[p].values() if isinstance(t, torch.Tensor))
+        return addresses(itertools.chain(self.params, state, self.lr_tensors))
+
+    def _keep_gradients(self) -> None:
+        """The gradients the steps write into, back on the parameters (a hook may have set them to None)."""
+        if self.grads is None:
+            return
+        for i, (p, g) in enumerate(zip(self.params, self.grads, strict=True)):
+            if p.grad is None and g is not None and g.device == p.device:
+                p.grad = g
+            elif p.grad is not None and p.grad is not g:  # moved with its parameter (module.to)
+                self.grads[i] = p.grad
 
     def _update_lr_tensors(self) -> None:
         for tensor, group in zip(self.lr_tensors, self.param_groups, strict=True):
             tensor.fill_(float(group["lr"]))  # a kernel launch, no host sync
 
-    def _run(self, closure) -> torch.Tensor:
-        """Zeroing, closure (forward, loss, backward), clipping, update: what a capture records."""
+    def _run(self, loss_and_backward) -> torch.Tensor:
+        """Zeroing, forward, loss, backward, clipping, update: what a capture records."""
+        self._keep_gradients()
         self.zero_grad(set_to_none=False)  # gradients keep their storage: captured and eager steps share it
         with torch.enable_grad():
-            loss = closure()
+            loss = loss_and_backward()
+        if self.grads is None:
+            self.grads = [p.grad for p in self.params]
         if self.max_grad_norm:
-            params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+            params = [p for p in self.params if p.grad is not None]
             nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
         # The update reads the learning rate from the device; the schedule keeps writing floats.
         floats = [g["lr"] for g in self.param_groups]
@@ -149,27 +192,36 @@ class GraphedAdamW(torch.optim.AdamW):
                 group["lr"] = lr
         return loss.detach()
 
-    def step(self, closure=None, graphed: bool = True) -> torch.Tensor:
-        if closure is None:
-            raise ValueError("GraphedAdamW.step needs the closure that computes the loss")
+    def step(self, closure=None, *, loss_and_backward=None, graphed: bool = True) -> torch.Tensor:
+        """One step of `loss_and_backward` (forward, loss, backward), captured and replayed. `closure`,
+        when given, runs first and eagerly, outside any capture: Lightning's hooks (its optimizer
+        wrapper passes them as the closure)."""
+        if loss_and_backward is None:
+            raise ValueError("GraphedAdamW.step needs loss_and_backward, the work it captures")
+        if closure is not None:
+            closure()
         self._update_lr_tensors()
         device_type = self.lr_tensors[0].device.type
         if self.graph is not None and graphed:
-            self.graph.replay()
-            return self.static_loss.clone()  # the next replay overwrites it
+            if self._read_addresses() == self.captured_at:
+                self.graph.replay()
+                return self.static_loss.clone()  # the next replay overwrites it
+            log.info("CUDA graphs: the parameters or optimizer state moved; the training step is captured again")
+            self.graph, self.grads, self.warmed_up = None, None, 0
         context = self.graphs
         with uncached_autocast(device_type):
             if not graphed or not context.capture:
-                return self._run(closure)
+                return self._run(loss_and_backward)
             if self.warmed_up < self.eager_steps:
                 with context.timed(), context.on_side_stream():
-                    loss = self._run(closure)
+                    loss = self._run(loss_and_backward)
                 self.warmed_up += 1
                 return loss.clone()
             with context.timed():
                 self.graph = torch.cuda.CUDAGraph()
                 with context.capturing(self.graph):
-                    self.static_loss = self._run(closure)
+                    self.static_loss = self._run(loss_and_backward)
+                self.captured_at = self._read_addresses()
                 self.graph.replay()  # a capture records the step without running it
         log.info(
             "CUDA graphs: training step captured after %d eager steps (%.1f s with them, compilation included)",
@@ -181,23 +233,36 @@ class GraphedAdamW(torch.optim.AdamW):
     def load_state_dict(self, state_dict: dict) -> None:
         if self.graph is not None:  # the graph reads the state tensors it was captured with
             raise RuntimeError("GraphedAdamW: load the optimizer state before the first step is captured")
-        super().load_state_dict(state_dict)
+        # A checkpoint written without the graph mode saved capturable=False (and maybe fused=False);
+        # the saved groups replace ours, and a capture needs both (the step counts on the device).
+        groups = [{**g, "capturable": True, "fused": True} for g in state_dict["param_groups"]]
+        super().load_state_dict({**state_dict, "param_groups": groups})
 
 
 class GraphedForward:
     """Modules' forward in CUDA graphs, one per (module, input shape beyond the batch, dtype); a batch
-    smaller than the captured one is padded with zeros and the padded rows' outputs dropped."""
+    smaller than the captured one is padded with zeros and the padded rows' outputs dropped. A graph
+    whose module's tensors moved is captured again; past `MAX_EVAL_SHAPES` shapes a module runs eagerly."""
 
     def __init__(self, graphs: GraphContext):
         self.context = graphs
-        self.captured: dict[tuple, tuple] = {}  # key -> (graph or None, static input, static output)
+        # key -> (graph or None, static input, static output, the addresses the graph reads)
+        self.captured: dict[tuple, tuple] = {}
+        self.eager_shapes_said = False
 
     def __call__(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         key = (id(module), tuple(x.shape[1:]), x.dtype, torch.is_grad_enabled())
         entry = self.captured.get(key)
-        if entry is None or len(entry[1]) < len(x):
-            entry = self.captured[key] = self._capture(module, x)
-        graph, static_in, static_out = entry
+        where = addresses(itertools.chain(module.parameters(), module.buffers()))
+        if entry is None and sum(k[0] == id(module) for k in self.captured) >= MAX_EVAL_SHAPES:
+            if not self.eager_shapes_said:
+                log.info("CUDA graphs: more than %d evaluation input shapes; the others run eagerly", MAX_EVAL_SHAPES)
+                self.eager_shapes_said = True
+            return module(x)
+        if entry is None or len(entry[1]) < len(x) or entry[3] != where:
+            self.captured.pop(key, None)  # its graph and buffers go before the new capture allocates
+            entry = self.captured[key] = (*self._capture(module, x), where)
+        graph, static_in, static_out, _ = entry
         n = len(x)
         static_in[:n].copy_(x)
         static_in[n:].zero_()
@@ -219,3 +284,65 @@ class GraphedForward:
                 static_out = module(static_in)
         log.info("CUDA graphs: evaluation forward captured for input %s", tuple(x.shape))
         return graph, static_in, static_out
+
+
+class TrainingSteps:
+    """What a LightningModule's recipe asks of its step mode: the optimizer, the training step's loss
+    and the evaluation logits. Eager: the plain optimizer, `criterion(module(x))` (Lightning runs
+    backward and the update), `model(x)`. Graphed (`compile=cudagraphs|cudagraphs-eager`): the step
+    runs under manual optimization as one GraphedAdamW step over StaticBatch's buffers, the schedule
+    stepped after it as Lightning steps it in automatic optimization; evaluation in GraphedForward."""
+
+    def __init__(self, module, graphed: bool, max_grad_norm: float | None):
+        module.automatic_optimization = not graphed
+        self.graphed, self.max_grad_norm = graphed, max_grad_norm
+        self.context: GraphContext | None = None  # made on the device by the first graphed call
+        self.batch = StaticBatch()
+        self.forward: GraphedForward | None = None
+
+    def graphs(self, device: torch.device) -> GraphContext:
+        if self.context is None or self.context.device != device:
+            self.context = GraphContext(device)
+            self.forward = None
+            if not self.context.capture:
+                log.info("graph mode on the %s: no CUDA graph is captured; the same step runs eagerly", device.type)
+        return self.context
+
+    def optimizer(self, model: nn.Module, fused: bool, **adamw) -> torch.optim.Optimizer:
+        if not self.graphed:
+            return create_optimizer_v2(model, opt="adamw", fused=fused, **adamw)
+        # The parameter groups create_optimizer_v2 makes (no decay on biases and 1-D parameters).
+        skip = getattr(model, "no_weight_decay", set)()
+        groups = param_groups_weight_decay(model, adamw["weight_decay"], no_weight_decay_list=skip)
+        device = next(model.parameters()).device
+        return GraphedAdamW(groups, graphs=self.graphs(device), max_grad_norm=self.max_grad_norm, **adamw)
+
+    def loss(self, module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if not self.graphed:
+            return module.criterion(module(x), targets)
+        # A batch of other shapes (a loader's smaller last batch: ours drop it in training) runs
+        # eagerly on the same weights and optimizer state.
+        graphed = self.batch.load(x, targets)
+        if graphed:
+            x, targets = self.batch.tensors
+        strategy = module.trainer.strategy
+
+        def loss_and_backward():
+            # The strategy's backward without Lightning's backward hooks, which would run inside the capture.
+            loss = module.criterion(module(x), targets)
+            strategy.pre_backward(loss)
+            loss.backward()
+            strategy.post_backward(loss)
+            return loss
+
+        loss = module.optimizers().step(loss_and_backward=loss_and_backward, graphed=graphed)
+        module.lr_schedulers().step_update(num_updates=module.global_step)
+        return loss
+
+    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not self.graphed:
+            return model(x)
+        context = self.graphs(x.device)
+        if self.forward is None:
+            self.forward = GraphedForward(context)
+        return self.forward(model, x)

@@ -25,11 +25,41 @@ import signal
 from pathlib import Path
 
 import lightning as L
+import torch
+import torch.distributed as dist
 
 from ..exits import Preempted
 from ..run_dirs import last_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+class StopAgreement:
+    """Whether any process was asked to stop, agreed by all of them one step late without blocking.
+
+    Each call starts an asynchronous all-reduce (MAX) of this process's flag over a gloo group, on CPU
+    tensors, so no device work is waited for; and answers with the one started at the previous call,
+    which every process started a step ago. All processes thus see the same answer at the same call:
+    a stop under DDP takes one more training step than on one process. Create it on every process
+    at the same point (the group is made collectively)."""
+
+    def __init__(self):
+        self.group = dist.new_group(backend="gloo")
+        self.previous: tuple | None = None  # (work, flag) of the last call
+
+    def __call__(self, asked: bool) -> bool:
+        flag = torch.tensor([int(asked)])
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
+        previous, self.previous = self.previous, (work, flag)
+        if previous is None:
+            return False
+        previous[0].wait()
+        return bool(previous[1].item())
+
+    def close(self) -> None:
+        if self.previous is not None:
+            self.previous[0].wait()
+            self.previous = None
 
 
 class StopSignals(L.Callback):
@@ -43,6 +73,7 @@ class StopSignals(L.Callback):
         self.previous: dict[signal.Signals, object] = {}
         self.pending: str | None = None
         self.trainer: L.Trainer | None = None  # set while the fit trains: steps may be unsaved
+        self.agreement: StopAgreement | None = None  # under DDP, while the fit trains
         self.saved_step = 0
         self.saved_for_stop = False  # the stop's checkpoint is written: the run stops at the next step's start
         self.stopping = False
@@ -86,6 +117,7 @@ class StopSignals(L.Callback):
         for s in self.signals:
             signal.signal(s, self._handle)
         self.trainer, self.saved_step = trainer, trainer.global_step
+        self.agreement = StopAgreement() if trainer.world_size > 1 else None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self.saved_step = trainer.global_step
@@ -113,12 +145,14 @@ class StopSignals(L.Callback):
             self._stop(trainer)
         if trainer.global_step > self.saved_step:
             trainer.save_checkpoint(last_checkpoint(self.output_dir))
-        self.trainer = None
+        if self.agreement is not None:
+            self.agreement.close()
+        self.trainer, self.agreement = None, None
 
     def _asked(self, trainer) -> bool:
         asked = self.pending is not None
-        if trainer.world_size > 1:  # every process stops at the same point, whichever one got the signal
-            asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
+        if self.agreement is not None:  # every process stops at the same point, whichever one got the signal
+            asked = self.agreement(asked)
         return asked
 
     def _save(self, trainer) -> None:

@@ -6,29 +6,21 @@ segmentation recipes), label smoothing and Mixup/CutMix (the classifier applies 
 has no per-pixel label, so a per-pixel objective refuses it), an optional EMA of the weights
 validated beside the model, torch.compile of the backbone's blocks, channels-last inputs and the
 epoch's mean training loss. A subclass gives `inputs_and_targets(batch)` and `criterion(logits,
-targets)` for training and `evaluate(batch, split, model)` for validation and test.
-
-`compile=cudagraphs` (or `cudagraphs-eager`, without compiling the blocks) runs the whole training
-step as one CUDA graph replay and evaluation as graph replays (cuda_graphs.py). The step then runs
-under manual optimization: the graphed optimizer's step(closure) is the step, and the schedule is
-stepped after it as Lightning steps it in automatic optimization.
+targets)` for training and `evaluate(batch, split, model)` for validation and test; `logits(model,
+x)` is the evaluation forward, and `steps` (cuda_graphs.TrainingSteps) runs the step as `compile=` asks.
 """
 
-import logging
 import math
 
 import lightning as L
 import torch
-from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics import MeanMetric, Metric
 
 from ..config import GRAPH_MODES
-from .cuda_graphs import GraphContext, GraphedAdamW, GraphedForward, StaticBatch
-
-log = logging.getLogger(__name__)
+from .cuda_graphs import TrainingSteps
 
 SCHEDULES = ("cosine", "poly")
 
@@ -73,21 +65,21 @@ class RecipeModule(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.graph_mode = compile in GRAPH_MODES
-        if compile and compile != "cudagraphs-eager":
-            # Per block, in place (the state dict keeps its keys); a string other than a graph mode is
-            # torch.compile's mode, e.g. "max-autotune-no-cudagraphs".
-            model.compile_blocks(**({} if compile is True or self.graph_mode else {"mode": compile}))
-        self.model = model
-        self.automatic_optimization = not self.graph_mode
-        self.graph_context: GraphContext | None = None  # made on the device by the first graphed call
-        self.static_batch = StaticBatch()
-        self.graphed_forward: GraphedForward | None = None
+        # The EMA copies the model before any block is compiled: a copy of a compiled block would call
+        # the original's compiled forward, so val_ema would score the live weights.
         self.ema = ModelEmaV3(model, decay=ema_decay) if ema_decay else None
         if self.ema is not None:
             # timm leaves the copy in eval mode, which Lightning reports at every fit as modules in eval
             # mode; it only ever runs in validation, where Lightning switches every module to eval.
             self.ema.train()
+        if compile and compile != "cudagraphs-eager":
+            # Per block, in place (the state dict keeps its keys); a string other than a graph mode is
+            # torch.compile's mode, e.g. "max-autotune-no-cudagraphs".
+            options = {} if compile is True or compile in GRAPH_MODES else {"mode": compile}
+            for network in (model, *((self.ema.module,) if self.ema is not None else ())):
+                network.compile_blocks(**options)
+        self.model = model
+        self.steps = TrainingSteps(self, graphed=compile in GRAPH_MODES, max_grad_norm=max_grad_norm)
         # train/loss_epoch: kept in every checkpoint, so a run resumed mid-epoch still reports the mean
         # over the whole epoch (Lightning's own epoch aggregate starts again empty).
         self.train_loss = MeanMetric(nan_strategy="disable")  # NonFiniteLossGuard stops a NaN; no sync per step
@@ -113,50 +105,19 @@ class RecipeModule(L.LightningModule):
     def criterion(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def graphs(self) -> GraphContext:
-        if self.graph_context is None:
-            self.graph_context = GraphContext(self.device)
-            if not self.graph_context.capture:
-                log.info(
-                    "compile=%s on the %s: no CUDA graph; the same step runs eagerly",
-                    self.hparams.compile,
-                    self.device.type,
-                )
-        return self.graph_context
-
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """model(x) for evaluation: through a CUDA graph in the graph modes."""
-        if not self.graph_mode:
-            return model(x)
-        if self.graphed_forward is None:
-            self.graphed_forward = GraphedForward(self.graphs())
-        return self.graphed_forward(model, x)
-
-    def graphed_step(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """One optimizer step as a graph replay; a batch of other shapes (a loader's smaller last batch:
-        ours drop it in training) runs eagerly on the same weights and optimizer state."""
-        graphed = self.static_batch.load(x, targets)
-        if graphed:
-            x, targets = self.static_batch.tensors
-
-        def closure():
-            loss = self.criterion(self(x), targets)
-            self.manual_backward(loss)
-            return loss
-
-        loss = self.optimizers().step(closure, graphed=graphed)
-        self.lr_schedulers().step_update(num_updates=self.global_step)  # after the step, as automatic optimization
-        return loss
+        """model(x) for evaluation."""
+        return self.steps.logits(model, x)
 
     def evaluate(self, batch, split: str, model: nn.Module) -> None:
         raise NotImplementedError
 
     def training_step(self, batch, batch_idx):
         x, targets = self.inputs_and_targets(batch)
-        loss = self.graphed_step(x, targets) if self.graph_mode else self.criterion(self(x), targets)
+        loss = self.steps.loss(self, x, targets)
         size = len(batch[0])
         self.log("train/loss_step", loss, prog_bar=True, batch_size=size)
-        self.train_loss.update(loss.detach(), size)
+        self.train_loss.update(loss.detach(), loss.new_full((), size))  # a Python int would be a host-to-device copy
         self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         return loss
 
@@ -186,18 +147,7 @@ class RecipeModule(L.LightningModule):
         )
         lr = hp.lr * global_batch / hp.lr_base_batch
         adamw = dict(lr=lr, weight_decay=hp.weight_decay, eps=hp.eps, betas=tuple(hp.betas))
-        if self.graph_mode:
-            optimizer = GraphedAdamW(
-                # The parameter groups create_optimizer_v2 makes (no decay on biases and 1-D parameters).
-                param_groups_weight_decay(
-                    self.model, hp.weight_decay, no_weight_decay_list=getattr(self.model, "no_weight_decay", set)()
-                ),
-                graphs=self.graphs(),
-                max_grad_norm=hp.max_grad_norm,
-                **adamw,
-            )
-        else:
-            optimizer = create_optimizer_v2(self.model, opt="adamw", fused=hp.fused, **adamw)
+        optimizer = self.steps.optimizer(self.model, fused=hp.fused, **adamw)
         total = max(1, self.trainer.estimated_stepping_batches)
         steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
         warmup = min(total - 1, math.ceil(hp.warmup_epochs * steps_per_epoch))
