@@ -68,14 +68,16 @@ def main() -> int:
         a, b = eager[key], graphed[key]
         diff = abs(a - b) if "top1" in key else abs(a - b) / max(abs(a), 1e-12)
         tolerance = args.top1_tolerance if "top1" in key else args.loss_tolerance
-        lines.append(f"| {key} | {a:.4f} | {b:.4f} | {diff:.4f}{'' if 'top1' in key else ' (relative)'} | {tolerance} |")
+        kind = "" if "top1" in key else " (relative)"
+        lines.append(f"| {key} | {a:.4f} | {b:.4f} | {diff:.4f}{kind} | {tolerance} |")
         if diff > tolerance:
             failures.append(key)
     lines += ["", f"CUDA graphs captured: {graphed.get('cuda_graphs')}; global steps {eager['global_step']} and "]
     lines[-1] += f"{graphed['global_step']}."
     if eager["global_step"] != graphed["global_step"]:
         failures.append("global_step")
-    lines.append(f"FAILED: {', '.join(failures)} differ beyond the tolerance" if failures else "Agree within tolerance.")
+    verdict = f"FAILED: {', '.join(failures)} differ beyond the tolerance" if failures else "Agree within tolerance."
+    lines.append(verdict)
     table = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"eager": eager, args.mode: graphed}, indent=1) + "\n")
