@@ -52,7 +52,7 @@ def from_folder(folder: Path, datamodule, num_images: int) -> AnalysisInputs:
             picture = f.convert("RGB").resize((size, size), Image.BICUBIC)
         try:  # timm's transforms take PIL images; SHAPES' take uint8 tensors
             image = transform(picture)
-        except TypeError:
+        except (TypeError, AttributeError):
             image = transform(v2.functional.pil_to_tensor(picture))
         images.append(image)
     images = torch.stack(images)
