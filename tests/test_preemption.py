@@ -21,7 +21,7 @@ from shunted_lab.exits import EXIT_PREEMPTED, ConfigError, Preempted
 from shunted_lab.sweeps.jobs import load_jobs
 from shunted_lab.sweeps.write import write_report
 from shunted_lab.training.callbacks import RandomStateCheckpoint
-from shunted_lab.training.preemption import StopSignals
+from shunted_lab.training.preemption import StopAgreement, StopSignals
 
 # 60 steps per epoch, 2 epochs; no periodic checkpoint: the only mid-epoch one is the signal's.
 RUN = [
@@ -368,3 +368,21 @@ def test_the_report_lists_preempted_jobs_apart_from_failed_ones(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert summary.index("## Preempted jobs") < summary.index("attention=vit: seed 0: preempted")
     assert "- attention=swin: seed 0: incomplete" in summary.split("## Failed or incomplete jobs")[1]
+
+
+def _agree(rank: int, port: int, out) -> None:
+    """One of two gloo processes: rank 1 is asked to stop at call 2; what each call answers."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    agreement = StopAgreement()
+    out[rank] = [agreement(rank == 1 and call >= 2) for call in range(5)]
+    agreement.close()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes
+def test_ranks_agree_on_a_stop_one_step_after_the_signal_without_a_blocking_collective():
+    with torch.multiprocessing.Manager() as manager:
+        out = manager.dict()
+        port = 30000 + int(torch.randint(0, 1000, ()))
+        torch.multiprocessing.spawn(_agree, args=(port, out), nprocs=2)
+        assert out[0] == out[1] == [False, False, False, True, True]
