@@ -1,3 +1,10 @@
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n auto runs a worker per core: one torch thread each (run.py subprocesses inherit it), so
+    # the workers share the cores instead of oversubscribing them.
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 import pytest
 import torch
 
