@@ -4,12 +4,13 @@ own training images/s and its scores. Each commit is unpacked with `git archive`
 new user's first run does. Rounds alternate the commits, so that a machine whose speed drifts slows
 them alike.
 
-    python benchmarks/default_run_ab.py --commits fda4078,HEAD --out benchmarks/cpu_default_run_ab
+    python benchmarks/default_run_ab.py --commits fda4078,HEAD --out benchmarks/cpu_default_run_ab \\
+        -- attention=shunted mlp=detail_specific
     python benchmarks/default_run_ab.py --commits ee4d83e,fda4078,HEAD --rounds 2 \\
-        --out benchmarks/cpu_throughput_ab -- data.num_train=3000 trainer.max_epochs=2
+        --out benchmarks/cpu_throughput_ab -- logger=csv data.num_train=3000 trainer.max_epochs=2
 
-Arguments after `--` are overrides for every run (`logger=csv` is always added). Writes <out>.json
-and <out>.md.
+Arguments after `--` are the run's (W&B, without credentials, goes offline as in any run). Writes
+<out>.json and <out>.md.
 """
 
 import argparse
@@ -44,7 +45,7 @@ def run_once(tree: Path, root: Path, overrides: list[str]) -> dict:
         raise SystemExit(f"the commit's package is not the one imported: {where.stdout.strip() or where.stderr}")
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(tree / "run.py"), f"paths.root_dir={root}", "logger=csv", *overrides],
+        [sys.executable, str(tree / "run.py"), f"paths.root_dir={root}", *overrides],
         cwd=root,
         env=env,
         capture_output=True,
