@@ -67,7 +67,8 @@ def main() -> None:
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        "# The default segmentation run (nano, SHAPES scenes, 8 epochs) against predicting the background",
+        f"# The default segmentation run (nano, SHAPES scenes, {metrics['epochs']} epochs) against predicting the "
+        "background",
         "",
         f"`python benchmarks/{Path(__file__).name} --out {args.out}`: `{result['command']}`, "
         f"{wall:.0f} s from start to exit on {result['threads']} CPU threads (torch {torch.__version__}).",
