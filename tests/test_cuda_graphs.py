@@ -202,7 +202,7 @@ def test_evaluation_shapes_past_the_cap_run_eagerly():
 
 
 def test_the_ema_of_a_compiled_model_compiles_blocks_of_its_own():
-    # A deep copy of a compiled block calls the original's compiled forward: val_ema would score the live model.
+    # A deep copy of a compiled block loses its compiled forward: the EMA compiles blocks of its own.
     module = ImageClassifier(nano(), num_classes=5, compile=True, **recipe(ema_decay=0.9))
     live = [b for stage in module.model.stages for b in stage.blocks]
     ema = [b for stage in module.ema.module.stages for b in stage.blocks]

@@ -65,8 +65,8 @@ class RecipeModule(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        # The EMA copies the model before any block is compiled: a copy of a compiled block would call
-        # the original's compiled forward, so val_ema would score the live weights.
+        # The EMA copies the model before any block is compiled, and compiles its own blocks below: a
+        # deep copy of a compiled block loses its compiled forward (Module.__getstate__ drops it).
         self.ema = ModelEmaV3(model, decay=ema_decay) if ema_decay else None
         if self.ema is not None:
             # timm leaves the copy in eval mode, which Lightning reports at every fit as modules in eval
