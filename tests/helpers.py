@@ -105,14 +105,17 @@ def write_cifar10(root: Path, per_batch: int = 20) -> None:
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
 
 
-def write_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 4, size: int = 40) -> None:
+def write_image_folder(
+    root: Path, classes=("cat", "dog", "fox"), per_class: int = 4, size: int = 40, suffix: str = "png"
+) -> None:
+    """Random-pixel images in the ImageNet layout, as PNG or (suffix="jpg") JPEG files."""
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         for c in classes:
             (root / split / c).mkdir(parents=True)
             for i in range(per_class):
                 pixels = rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
+                Image.fromarray(pixels).save(root / split / c / f"{i}.{suffix}")
 
 
 def write_broken_image(root: Path) -> Path:

@@ -72,7 +72,7 @@ def results(run_dir: Path) -> tuple[dict, dict]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     final = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k not in TIMING}
     with open(run_dir / "csv" / "metrics.csv") as f:
-        history = {(row["step"], k): v for row in csv.DictReader(f) for k, v in row.items() if v}
+        history = {(row["step"], k): v for row in csv.DictReader(f) for k, v in row.items() if v and k not in TIMING}
     return final, history
 
 

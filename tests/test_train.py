@@ -1,6 +1,8 @@
 """End to end through the real configs: every variant trains, data loaders, loggers, resume, validation."""
 
+import csv
 import itertools
+import time
 import warnings
 from pathlib import Path
 
@@ -271,3 +273,42 @@ def test_only_image_folders_fit_the_image_size_to_their_images(tmp_path):
         ConfigError, match=r"^data.image_size=null fits the size to the images, which only image folders"
     ):
         train(compose_cfg(tmp_path, "data.image_size=null"))
+
+
+@pytest.mark.parametrize(
+    "compile",
+    [
+        "false",
+        # The graph mode queues a step's replay and returns: the host then waits for the loader, which the measure sees.
+        pytest.param(
+            "cudagraphs",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU"),
+        ),
+    ],
+)
+def test_a_run_that_waits_for_its_data_logs_the_share_per_epoch_and_says_what_to_try(
+    tmp_path, caplog, monkeypatch, compile
+):
+    from shunted_lab.data.base import TensorImages
+
+    item = TensorImages.__getitem__
+
+    def slow_item(self, i):
+        time.sleep(0.004)  # 64 ms a batch of 16: far longer than the tiny model's step
+        return item(self, i)
+
+    monkeypatch.setattr(TensorImages, "__getitem__", slow_item)
+    device = ["trainer.accelerator=gpu", "trainer.devices=1"] if compile != "false" else []
+    cfg = compose_cfg(
+        tmp_path, "data.num_train=96", "trainer.max_epochs=2", "data.num_workers=0", f"compile={compile}", *device
+    )
+    train(cfg)
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as f:
+        shares = [float(row["train/data_wait_share"]) for row in csv.DictReader(f) if row.get("train/data_wait_share")]
+    assert len(shares) == 2 and all(share > 0.5 for share in shares)  # one per epoch
+    warnings_ = [r.getMessage() for r in caplog.records if "waited for data" in r.getMessage()]
+    assert (
+        len(warnings_) == 1
+        and "of epoch 0's training time; try more loader workers (data.num_workers=0 now)" in warnings_[0]
+    )
+    assert read_metrics(cfg)["train/data_wait_share"] > 0.5

@@ -9,12 +9,17 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torchvision import datasets
 
-from ..exits import DataError
+from ..exits import ConfigError, DataError
 from .augment import keep_timm_posterize
+from .augment_draws import AugmentPlan
 from .base import ImageData
+from .device_augment import DeviceAugment, log_counts
+from .encoded import EncodedBatch, EncodedImages, collate_encoded
 from .image_files import fit_image_size, fitting_image_size, load_rgb, median_short_side, transformed
 
 log = logging.getLogger(__name__)
+
+PIPELINES = ("workers", "device")  # data.pipeline: where the training images are decoded and augmented
 
 
 def readable_image(path: str) -> bool:
@@ -78,6 +83,7 @@ class ImageFolderData(ImageData):
         skip_bad_images: bool = False,
         groups_file: str | None = None,
         image_size: int | None = None,
+        pipeline: str = "workers",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -101,6 +107,11 @@ class ImageFolderData(ImageData):
             is_training=True, auto_augment=auto_augment, re_prob=re_prob, scale=tuple(scale), hflip=hflip, **common
         )
         self.eval_tf = create_transform(is_training=False, crop_pct=crop_pct, **common)
+        if pipeline not in PIPELINES:
+            raise ConfigError(f"data.pipeline={pipeline} is not allowed; expected one of {list(PIPELINES)}")
+        self.device_augment = (
+            DeviceAugment(AugmentPlan.of(self.train_tf), skip_bad_images) if pipeline == "device" else None
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -145,12 +156,27 @@ class ImageFolderData(ImageData):
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set = self._split("train", self.train_tf)
+        if self.device_augment is not None:
+            self.train_set = EncodedImages(self.train_set.samples, self.device_augment.plan)
         self.val_set = self._split("val", self.eval_tf)
         if self.groups:
             self.val_set.groups = self._group_indices(self.val_set)
         self.test_set = self.val_set
         if stage in (None, "fit"):
             self._hint_image_size()
+
+    def collate(self, train: bool):
+        return collate_encoded if train and self.device_augment is not None else None
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Lightning's hook: data.pipeline=device decodes and augments the training batch here."""
+        if isinstance(batch, EncodedBatch):
+            return self.device_augment(batch, device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def teardown(self, stage: str) -> None:
+        if self.device_augment is not None and stage == "fit":
+            log_counts(self.device_augment)
 
     def _group_indices(self, dataset: datasets.ImageFolder) -> torch.Tensor:
         paths = [Path(path).relative_to(self.root).as_posix() for path, _ in dataset.samples]

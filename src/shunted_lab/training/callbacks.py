@@ -1,5 +1,6 @@
 """Callbacks of our own; everything else comes from Lightning."""
 
+import logging
 import random
 import time
 
@@ -10,20 +11,46 @@ from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 
 from ..exits import NonFiniteLossError
 
+log = logging.getLogger(__name__)
+
+
+def waiting_line(share: float, trainer) -> str:
+    """What a run that waits for its data should try: more loader workers; decoding and augmenting
+    on the device, where the data can (data.pipeline)."""
+    device = "GPU" if trainer.strategy.root_device.type == "cuda" else trainer.strategy.root_device.type.upper()
+    data = trainer.datamodule
+    tries = [f"more loader workers (data.num_workers={getattr(data, 'num_workers', '?')} now)"]
+    if getattr(data, "device_augment", False) is None:  # an image folder on the workers pipeline
+        tries.append("data.pipeline=device (decode and augment on the training device)")
+    return (
+        f"the {device} waited for data {share:.0%} of epoch {trainer.current_epoch}'s training time; "
+        f"try {' or '.join(tries)}"
+    )
+
 
 class TrainThroughput(L.Callback):
     """Training images per second (all devices), wall clock between batch ends, data loading
     included, after `warmup_batches` so that start-up and compilation are not counted.
 
     Also: the first training step's seconds (compilation included, when compiling), the share of
-    step time spent waiting for the next batch, and the peak GPU memory allocated.
+    training time spent waiting for the next batch, and the peak GPU memory allocated. The wait is
+    the host's time between a step's end and the next batch's start, read from the host clock only
+    (no device sync, which would let the loader catch up while the host waits for the device): in
+    the graph modes a step's end comes as soon as its replay is queued, so the wait is what the
+    device's queue has to cover. Each epoch's share goes to every logger as `train/data_wait_share`
+    (the run's, in metrics.json, under the same key); the first epoch above `warn_wait_share` says so
+    in one line, with what to try.
     """
 
-    def __init__(self, warmup_batches: int = 5):
+    def __init__(self, warmup_batches: int = 5, warn_wait_share: float = 0.10):
         self.warmup_batches = warmup_batches
+        self.warn_wait_share = warn_wait_share
         self.images = 0
         self.seconds = 0.0
         self.waiting = 0.0
+        self.epoch_seconds = 0.0
+        self.epoch_waiting = 0.0
+        self.warned = False
         self.first_step_s: float | None = None
         self._seen = 0
         self._last = None
@@ -36,10 +63,13 @@ class TrainThroughput(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._last = None  # the gap across validation is not training time
+        self.epoch_seconds = self.epoch_waiting = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._last is not None and self._seen >= self.warmup_batches:
-            self.waiting += time.perf_counter() - self._last  # the loader's time, transfer included
+            wait = time.perf_counter() - self._last  # the loader's time, transfer included
+            self.waiting += wait
+            self.epoch_waiting += wait
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
@@ -49,7 +79,18 @@ class TrainThroughput(L.Callback):
         if self._last is not None and self._seen > self.warmup_batches:
             self.images += len(batch[0]) * trainer.world_size
             self.seconds += now - self._last
+            self.epoch_seconds += now - self._last
         self._last = now
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self.epoch_seconds or not trainer.is_global_zero:
+            return
+        share = self.epoch_waiting / self.epoch_seconds
+        for logger in trainer.loggers:
+            logger.log_metrics({"train/data_wait_share": share}, step=trainer.global_step)
+        if share > self.warn_wait_share and not self.warned:
+            self.warned = True
+            log.warning(waiting_line(share, trainer))
 
     @property
     def images_per_sec(self) -> float | None:
