@@ -9,11 +9,17 @@
 #  2. a real run in GRAPH_MODE (run.py trainer=gpu compile=$GRAPH_MODE): SIGTERM once its training
 #     step is captured and replaying, the seconds it takes to stop (exit 75), then the same command
 #     resumes it to the end (trains, validates, tests; metrics.json has the capture's seconds);
-#  3. Lightning against a bare loop over the same graphed step (bench --loop-overhead);
-#  4. each mixer with its peer's FFN in eager and GRAPH_MODE against the peer (swin/plain vs Swin-T,
+#  3. the input pipeline (bench --data, batch DATA_BATCH): per worker, the DataLoader at DATA_WORKERS
+#     workers for data.pipeline=workers and =device, and the device pipeline's batch stage on the GPU,
+#     on DATA_IMAGES JPEGs at ImageNet's sizes that it writes (kept for the next step);
+#  4. a GRAPH_MODE run of RUN_MODEL fed from those JPEGs (data=imagenet's recipe) with
+#     data.pipeline=device and 2 workers, JPEG_EPOCHS epochs at the first batch size: its img/s against
+#     step 1's GRAPH_MODE entry (synthetic batches), and its data_wait_share;
+#  5. Lightning against a bare loop over the same graphed step (bench --loop-overhead);
+#  6. each mixer with its peer's FFN in eager and GRAPH_MODE against the peer (swin/plain vs Swin-T,
 #     pvt/dwconv vs PVTv2-b2, vit/plain vs DeiT-S), at batch 64;
-#  5. the same at the other batch sizes (BATCHES after the first), Shunted-S in eager and GRAPH_MODE;
-#  6. one segmentation training step (SEG_MODEL + Semantic FPN, SEG_IMAGE px, batch 8, 150 classes).
+#  7. the same at the other batch sizes (BATCHES after the first), Shunted-S in eager and GRAPH_MODE;
+#  8. one segmentation training step (SEG_MODEL + Semantic FPN, SEG_IMAGE px, batch 8, 150 classes).
 # Each step is bounded by STEP_TIMEOUT (then SIGTERM, and SIGKILL KILL_AFTER seconds later: a run that
 # handles SIGTERM saves and exits, a hung one is killed) and by what is left of BUDGET seconds for the
 # whole script: a step that would start with less than MIN_STEP seconds left is skipped. summary.md
@@ -44,6 +50,10 @@ RUN_EVAL=${RUN_EVAL:-1024}             # its validation and test images
 RUN_WORKERS=${RUN_WORKERS:-8}
 RUN_DIR=${RUN_DIR:-/tmp/gpu_bench_run}  # the real run's data and run directory (checkpoints): not results
 STOP_AFTER=${STOP_AFTER:-CUDA graphs: training step captured}  # the real run's log line that arms the SIGTERM
+DATA_IMAGES=${DATA_IMAGES:-2048}  # JPEGs the data bench writes, and the JPEG run trains on
+DATA_WORKERS=${DATA_WORKERS:-2,8}  # the DataLoader's workers in the data bench
+DATA_BATCH=${DATA_BATCH:-128}
+JPEG_EPOCHS=${JPEG_EPOCHS:-3}
 SEG_MODEL=${SEG_MODEL:-shunted_s}  # a model config (conf/model)
 SEG_IMAGE=${SEG_IMAGE:-512}
 BACKEND=${BACKEND:-inductor}
@@ -167,9 +177,45 @@ for k in keys:
 EOF
 }
 
+jpeg_run() {  # a graph-mode run on JPEGs decoded and augmented on the device: does it keep up with synthetic batches?
+    local name=jpeg_run trainer=gpu
+    [ "$DEVICE" = cuda ] || trainer=cpu
+    local cmd=("$PYTHON" run.py "model=$RUN_MODEL" attention=shunted mlp=detail_specific "trainer=$trainer"
+        logger=csv "compile=$GRAPH_MODE" data=imagenet "data.root=$RUN_DIR/jpegs" data.pipeline=device
+        data.num_workers=2 "data.image_size=$IMAGE" "data.batch_size=$first_batch" "trainer.max_epochs=$JPEG_EPOCHS"
+        "hydra.run.dir=$RUN_DIR/jpeg_run")
+    echo "== $name: ${cmd[*]}"
+    rm -rf "$RUN_DIR/jpeg_run"
+    step "$name" "${cmd[@]}" >"$RESULTS/jpeg_run.log" 2>&1 || { tail -n 20 "$RESULTS/jpeg_run.log"; return; }
+    tail -n 8 "$RESULTS/jpeg_run.log"
+    cp "$RUN_DIR/jpeg_run/metrics.json" "$RESULTS/jpeg_run_metrics.json"
+    "$PYTHON" - "$RESULTS/jpeg_run_metrics.json" "$RESULTS/shunted_b$first_batch.json" "$GRAPH_MODE" \
+        "${cmd[*]}" >"$RESULTS/jpeg_run.md" <<'EOF'
+import json, sys
+metrics, synthetic_file, mode, command = sys.argv[1:]
+run = json.load(open(metrics))
+print(f"| | |\n|---|---|\n| command | `{command}` |")
+for k in ("train/images_per_sec", "train/data_wait_share", "train/first_step_s", "cuda_graphs", "wall_time_s"):
+    print(f"| {k} | {run.get(k)} |")
+try:
+    synthetic = next(r for r in json.load(open(synthetic_file))["results"] if r.get("mode") == mode)
+except (OSError, StopIteration, KeyError):
+    print("| this run / synthetic batches | step 1's table is missing |")
+else:
+    print(f"| bench's {mode} img/s on synthetic batches (step 1) | {synthetic['train_images_per_s']:.0f} |")
+    ratio = run["train/images_per_sec"] / synthetic["train_images_per_s"]
+    print(f"| this run / synthetic (goal: >= 0.85 with data_wait_share < 0.05) | {ratio:.2f} |")
+EOF
+}
+
 bench "shunted_b$first_batch" --batch-size "$first_batch" --attention shunted --mlp detail_specific \
     --modes eager,cudagraphs,compile,cudagraphs-eager --reference $(peer pvt_v2_b2)
 real_run
+echo "== data_pipeline"
+step data_pipeline "$PYTHON" -m shunted_lab.bench --data "data.image_size=$IMAGE" "data.batch_size=$DATA_BATCH" \
+    --device "$DEVICE" --make-images "$DATA_IMAGES" --images-dir "$RUN_DIR/jpegs" --loader-workers "$DATA_WORKERS" \
+    --rounds 1 --out "$RESULTS/data_pipeline.json"
+jpeg_run
 echo "== loop overhead"
 step loop_overhead "$PYTHON" -m shunted_lab.bench --loop-overhead --device "$DEVICE" --precision "$PRECISION" \
     --models "$MODEL" --image-size "$IMAGE" --batch-size "$first_batch" --modes "$GRAPH_MODE" \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one call on a lent GPU machine: the CUDA tests, the graph mode against eager (graph_vs_eager.py),
-# then gpu_bench.sh, within about 8.5 minutes.
+# then gpu_bench.sh (the graph mode, the input pipeline and a run fed from JPEGs on the device, ...),
+# within about 8.5 minutes.
 # With the `device` tool, from the repository root, the wheels carried (see below):
 #
 #   run(command="bash benchmarks/gpu_call.sh", carry=[".whl"], timeout_s=540)
@@ -23,18 +24,19 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 "$PYTHON" -c "import torch, timm, lightning; print('torch', torch.__version__, 'timm', timm.__version__, 'lightning', lightning.__version__)"
 
-echo "== CUDA tests, slow ones included (tests/test_cuda_graphs.py)"
-timeout -k 10 "${TEST_TIMEOUT:-120}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py
+echo "== CUDA tests, slow ones included (the graph mode, the device pipeline, the data wait in a graph-mode run)"
+timeout -k 10 "${TEST_TIMEOUT:-150}" "$PYTHON" -m pytest -q -p no:cacheprovider -n 0 tests/test_cuda_graphs.py \
+    tests/test_device_augment.py "tests/test_train.py::test_a_run_that_waits_for_its_data_logs_the_share_per_epoch_and_says_what_to_try"
 tests=$?
 echo "CUDA tests: exit code $tests"
 
 echo "== The graph mode against eager: one seed, validations inside the fit, scores side by side"
 mkdir -p "$RESULTS"
-timeout -k 10 "${COMPARE_TIMEOUT:-120}" "$PYTHON" benchmarks/graph_vs_eager.py --out "$RESULTS/graph_vs_eager"
+timeout -k 10 "${COMPARE_TIMEOUT:-100}" "$PYTHON" benchmarks/graph_vs_eager.py --out "$RESULTS/graph_vs_eager"
 compared=$?
 echo "graph vs eager: exit code $compared"
 
-RESULTS=$RESULTS BUDGET=${BUDGET:-240} bash benchmarks/gpu_bench.sh
+RESULTS=$RESULTS BUDGET=${BUDGET:-260} bash benchmarks/gpu_bench.sh
 code=$?
 [ "$code" = 0 ] && code=$tests
 [ "$code" = 0 ] && code=$compared

@@ -100,7 +100,13 @@ def test_the_gpu_bench_script_runs_end_to_end_on_a_tiny_cpu_configuration(tmp_pa
     env |= {"SEG_MODEL": "nano", "SEG_IMAGE": "64", "GRAPH_MODE": "cudagraphs-eager", "RUN_DIR": str(tmp_path / "run")}
     # The real run, tiny; on the CPU nothing is captured: its SIGTERM comes once the fit has started.
     env |= {"RUN_MODEL": "nano", "RUN_TRAIN": "256", "RUN_EVAL": "32", "RUN_BATCH": "16", "RUN_WORKERS": "0"}
-    env |= {"STOP_AFTER": "Total FLOPs"}
+    env |= {
+        "STOP_AFTER": "Total FLOPs",
+        "DATA_IMAGES": "16",
+        "DATA_WORKERS": "0",
+        "DATA_BATCH": "8",
+        "JPEG_EPOCHS": "1",
+    }
     proc = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_bench.sh")], cwd=ROOT, env=env, capture_output=True, text=True
     )
@@ -122,6 +128,13 @@ def test_the_gpu_bench_script_runs_end_to_end_on_a_tiny_cpu_configuration(tmp_pa
     run = json.loads((tmp_path / "real_run_metrics.json").read_text())
     assert run["global_step"] == 2 * 256 // 16 and run["config"]["compile"] == "cudagraphs-eager"
     assert "| exit code (75: stopped, step saved) | 75 |" in (tmp_path / "real_run.md").read_text()
+    # The data bench wrote the JPEGs the JPEG run then trained on, decoded and augmented on the device.
+    assert json.loads((tmp_path / "data_pipeline.json").read_text())["data"]["images"] == 16
+    jpeg_run = json.loads((tmp_path / "jpeg_run_metrics.json").read_text())
+    assert jpeg_run["global_step"] == 16 // 2 and jpeg_run["config"]["data"]["pipeline"] == "device"
+    assert (
+        "| this run / synthetic (goal: >= 0.85 with data_wait_share < 0.05) |" in (tmp_path / "jpeg_run.md").read_text()
+    )
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith("All steps finished.")
     assert "## shunted_b2" in summary and "| training step, profiled |" in summary and "## real_run" in summary
@@ -144,11 +157,19 @@ def test_the_gpu_bench_script_ends_every_step_and_says_which_did_not_finish(tmp_
     start = time.monotonic()
     script = str(ROOT / "benchmarks" / "gpu_bench.sh")
     proc = subprocess.run(["bash", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert time.monotonic() - start < 40  # five steps of at most 1 s + 1 s
+    assert time.monotonic() - start < 40  # seven steps of at most 1 s + 1 s
     assert proc.returncode != 0
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert summary.startswith("Steps that did not finish")
-    steps = ("shunted_b2", "real_run (stop)", "loop_overhead", "vit_plain_b2", "segmentation")
+    steps = (
+        "shunted_b2",
+        "real_run (stop)",
+        "data_pipeline",
+        "jpeg_run",
+        "loop_overhead",
+        "vit_plain_b2",
+        "segmentation",
+    )
     assert [line for line in summary.splitlines() if line.startswith("- ")] == [f"- {s}: {ending}" for s in steps]
 
 
@@ -166,5 +187,22 @@ def test_the_gpu_bench_script_skips_the_steps_its_budget_leaves_no_time_for(tmp_
         "- shunted_b2: hung, killed 1 s after its SIGTERM at 2 s",
         "- real_run (stop): hung, killed 1 s after its SIGTERM at 2 s",
     ]
-    assert [line.split(":")[0] for line in listed[2:]] == ["- loop_overhead", "- vit_plain_b2", "- segmentation"]
+    skipped = ["- data_pipeline", "- jpeg_run", "- loop_overhead", "- vit_plain_b2", "- segmentation"]
+    assert [line.split(":")[0] for line in listed[2:]] == skipped
     assert all("skipped" in line and "of the 7 s budget left" in line for line in listed[2:])
+
+
+def test_the_data_bench_measures_both_pipelines_per_worker_and_in_the_loader(tmp_path):
+    out = tmp_path / "data.json"
+    argv = ["--data", "data.batch_size=8", "data.image_size=32", "--make-images", "16", "--images-dir", str(tmp_path)]
+    assert main([*argv, "--loader-workers", "0,1", "--loader-epochs", "1", "--rounds", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())["data"]
+    assert data["images"] == 16 and data["image_size"] == 32
+    assert len(data["per_worker"]) == 4 and all(rate > 0 for rate in data["per_worker"].values())
+    assert {name: list(rates) for name, rates in data["loaders"].items()} == {
+        "workers": ["0", "1"],
+        "device": ["0", "1"],
+    }
+    assert data["device_stage"]["images_per_s"] > 0 and data["speedup"] > 0
+    assert len(list((tmp_path / "train").rglob("*.jpg"))) == 16  # --images-dir keeps them
+    assert "| data.pipeline=device |" in out.with_suffix(".md").read_text()

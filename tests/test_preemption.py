@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SHAPES_TINY, TINY, checkpoint_step, compose_cfg, run_py, wandb_records
+from helpers import SHAPES_TINY, TINY, checkpoint_step, compose_cfg, run_py, wandb_records, write_image_folder
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -137,6 +137,38 @@ def test_a_signal_mid_epoch_saves_that_step_and_the_rerun_ends_as_an_uninterrupt
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 120 and metrics["wandb"]["id"] == wandb_id
     assert not (run_dir / "preempted.json").exists()
+
+
+@pytest.mark.slow
+def test_a_run_on_the_device_pipeline_signalled_mid_epoch_resumes_to_the_uninterrupted_runs_end(tmp_path):
+    """data.pipeline=device: the workers draw each item's augmentation from its (seed, epoch, index),
+    so the batches after the resume are the uninterrupted run's, decoded and augmented alike."""
+    write_image_folder(tmp_path / "images", per_class=16, suffix="jpg")  # 48 training JPEGs: 12 steps an epoch
+    run = [
+        *TINY,
+        "data=imagenet",
+        f"data.root={tmp_path}/images",
+        "data.image_size=32",
+        "data.batch_size=4",
+        "data.num_workers=1",
+        "data.pipeline=device",
+        "trainer.max_epochs=2",
+        "model.drop_path_rate=0.1",
+        "callbacks.periodic_checkpoint.every_n_train_steps=100000",
+    ]
+    whole = run_py(tmp_path, *run, f"hydra.run.dir={tmp_path}/whole")
+    output, _ = whole.communicate(timeout=600)
+    assert whole.returncode == 0, output[-3000:]
+    run_dir = tmp_path / "run"
+    path, overrides = step_file(tmp_path, delay=0.05)
+    proc = run_py(tmp_path, *run, *overrides, f"hydra.run.dir={run_dir}")
+    signal_when(proc, path, train_step_at_least(15), signal.SIGTERM)
+    stopped_within(proc, 30)
+    assert 15 <= checkpoint_step(run_dir / "checkpoints" / "last.ckpt") < 24
+    proc = run_py(tmp_path, *run, *overrides, f"hydra.run.dir={run_dir}")
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and "was interrupted; resuming from checkpoints/last.ckpt" in output, output[-3000:]
+    assert differences(results(run_dir), results(tmp_path / "whole")) == []
 
 
 @pytest.mark.slow

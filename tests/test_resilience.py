@@ -87,6 +87,33 @@ def test_a_kill_during_save_leaves_the_previous_checkpoint_whole(tmp_path):
     assert saved["global_step"] == 1 and torch.equal(saved["w"], torch.ones(1000))
 
 
+def test_a_stop_signal_during_a_save_waits_for_the_file_to_be_whole(tmp_path):
+    """The run's handler raises to stop (preemption.py); inside torch.save it would break the write."""
+    from shunted_lab.exits import Preempted
+    from shunted_lab.training.checkpoint_io import AtomicCheckpointIO
+
+    def stop(signum, frame):
+        raise Preempted("SIGUSR1")
+
+    previous = signal.signal(signal.SIGUSR1, stop)
+    path, written = tmp_path / "last.ckpt", []
+    real_save = torch.save
+
+    def signalled_save(obj, f, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGUSR1)  # mid-write
+        real_save(obj, f, *args, **kwargs)
+        written.append(True)
+
+    try:
+        torch.save = signalled_save
+        with pytest.raises(Preempted):
+            AtomicCheckpointIO().save_checkpoint({"global_step": 3, "w": torch.ones(1000)}, path)
+    finally:
+        torch.save = real_save
+        signal.signal(signal.SIGUSR1, previous)
+    assert written and torch.load(path, weights_only=True)["global_step"] == 3
+
+
 class Payload:
     def __reduce__(self):
         return (os.system, ("echo pwned",))
@@ -133,12 +160,14 @@ def test_a_non_finite_loss_is_read_a_step_late_but_named_with_its_own_step(tmp_p
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
 
 
-def test_corrupt_image_names_the_file_or_is_skipped_and_counted(tmp_path, caplog):
+@pytest.mark.parametrize("pipeline", ["workers", "device"])
+def test_corrupt_image_names_the_file_or_is_skipped_and_counted(tmp_path, caplog, pipeline):
     write_image_folder(tmp_path / "images")
     bad = write_broken_image(tmp_path / "images")
     with pytest.raises(ValueError, match=rf"cannot read image {bad}"):
-        train(image_folder_cfg(tmp_path))
-    train(image_folder_cfg(tmp_path / "skip", f"data.root={tmp_path}/images", "data.skip_bad_images=true"))
+        train(image_folder_cfg(tmp_path, f"data.pipeline={pipeline}"))
+    skip = [f"data.root={tmp_path}/images", "data.skip_bad_images=true", f"data.pipeline={pipeline}"]
+    train(image_folder_cfg(tmp_path / "skip", *skip))
     assert f"skipping unreadable image {bad}" in caplog.text
     assert "skipped 1 unreadable of 13 images" in caplog.text
 
@@ -179,10 +208,12 @@ def test_rerunning_a_sweep_skips_completed_jobs_and_reruns_the_rest(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_unreadable_image_met_mid_run_ends_in_one_line(tmp_path):
+@pytest.mark.parametrize("pipeline", ["workers", "device"])
+def test_an_unreadable_image_met_mid_run_ends_in_one_line(tmp_path, pipeline):
     write_image_folder(tmp_path / "images")
     bad = write_broken_image(tmp_path / "images")
     data = ["data=imagefolder", f"data.root={tmp_path}/images", "data.image_size=32", "data.batch_size=4"]
+    data.append(f"data.pipeline={pipeline}")
     # In a loader worker: the error comes back behind the worker's traceback.
     proc = run_py(tmp_path, *TINY, *data, "data.num_workers=1", "hydra.run.dir=run")
     output, _ = proc.communicate(timeout=600)

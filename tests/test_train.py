@@ -294,7 +294,7 @@ def test_a_run_that_waits_for_its_data_logs_the_share_per_epoch_and_says_what_to
     item = TensorImages.__getitem__
 
     def slow_item(self, i):
-        time.sleep(0.004)  # 64 ms a batch of 16: far longer than the tiny model's step
+        time.sleep(0.015)  # 240 ms a batch of 16: several times the tiny model's step, even on a busy machine
         return item(self, i)
 
     monkeypatch.setattr(TensorImages, "__getitem__", slow_item)
@@ -305,10 +305,10 @@ def test_a_run_that_waits_for_its_data_logs_the_share_per_epoch_and_says_what_to
     train(cfg)
     with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as f:
         shares = [float(row["train/data_wait_share"]) for row in csv.DictReader(f) if row.get("train/data_wait_share")]
-    assert len(shares) == 2 and all(share > 0.5 for share in shares)  # one per epoch
+    assert len(shares) == 2 and all(share > 0.3 for share in shares)  # one per epoch; without the sleep ~0.05
     warnings_ = [r.getMessage() for r in caplog.records if "waited for data" in r.getMessage()]
     assert (
         len(warnings_) == 1
         and "of epoch 0's training time; try more loader workers (data.num_workers=0 now)" in warnings_[0]
     )
-    assert read_metrics(cfg)["train/data_wait_share"] > 0.5
+    assert read_metrics(cfg)["train/data_wait_share"] > 0.3

@@ -1,14 +1,45 @@
 """Files that are whole or absent: written beside the target, flushed to disk, then renamed over it.
 
 A kill mid-write leaves the previous file (or none); concurrent sweep jobs never read half a file.
-Every file the project writes for later reading goes through `atomic_write`.
+Every file the project writes for later reading goes through `atomic_write`. A stop signal that
+arrives mid-write is held until the file is in place: a run's handler raises to stop
+(training/preemption.py), and raised inside a writer it would leave the write half done (torch.save
+then fails with its own error, and the run ends as a crash instead of a stop).
 """
 
 import json
 import os
+import signal
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP}
+
+
+@contextmanager
+def signals_held():
+    """Stop signals that arrive while the body runs are recorded, then raised again once it is done,
+    to the handlers that were there. (Blocking them with a signal mask would not do: the kernel hands
+    a process's signal to any thread not blocking it, torch's included, and Python then runs the
+    handler on the main thread at once.) Main thread only, where Python runs signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    previous = {s: signal.getsignal(s) for s in HELD_SIGNALS}
+    previous = {s: handler for s, handler in previous.items() if handler is not None}  # None: not Python's to set
+    for s in previous:
+        signal.signal(s, lambda signum, frame: arrived.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in arrived:
+            signal.raise_signal(s)
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
@@ -17,11 +48,12 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with signals_held():
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

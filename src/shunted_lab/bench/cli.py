@@ -24,6 +24,7 @@ import torch
 
 from ..files import write_json, write_text
 from ..models.reference import PRESETS
+from .data import data_bench, data_markdown
 from .loop import loop_overhead
 from .measure import (
     GPU_BF16_PEAK_TFLOPS,
@@ -82,6 +83,7 @@ EXAMPLES = """examples:
   python -m shunted_lab.bench --models shunted_s --reference --peers pvt_v2_b2 --batch-size 8
   python -m shunted_lab.bench --device cuda --precision bf16 --batch-size 64 --modes eager,cudagraphs --profile
   python -m shunted_lab.bench --loop-overhead --models shunted_nano --image-size 64 --batch-size 128
+  python -m shunted_lab.bench --data data=imagenet data.root=/data/imagenet --loader-workers 1,2,4,8
 
 Results: --out (JSON) and the same name with .md; benchmarks/README.md lists the committed ones."""
 
@@ -137,6 +139,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON output; the markdown goes beside it")
     p.add_argument("--op-times", action="store_true", help="CPU: each op's time in a training step, per entry")
     p.add_argument("--loop-overhead", action="store_true", help="Lightning vs bare loop, and SHAPES loading, instead")
+    p.add_argument(
+        "--data",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="the input pipeline instead (bench/data.py): run.py's data overrides, e.g. data=imagenet data.root=DIR",
+    )
+    p.add_argument("--make-images", type=int, default=512, help="--data without data.root: JPEGs to write and read")
+    p.add_argument("--images-dir", type=Path, help="--data: where those JPEGs go, kept (default: a temporary folder)")
+    p.add_argument(
+        "--loader-workers",
+        type=lambda s: [int(v) for v in csv_list(s)],
+        default="1,2",
+        help="--data: DataLoader workers",
+    )
+    p.add_argument("--loader-epochs", type=int, default=2, help="--data: epochs timed per DataLoader, after one")
     p.add_argument("--entry", help=argparse.SUPPRESS)  # one entry, in a child process
     args = p.parse_args(argv)
     unknown = sorted(set(args.modes) - set(MODES))
@@ -162,6 +179,12 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     if args.entry:
         print(json.dumps(measure(json.loads(args.entry), args)))
+        return 0
+    if args.data is not None:
+        result = data_bench(args.data, args)
+        write_json(args.out, dict(meta=dict(vars(args), out=str(args.out), torch=torch.__version__), data=result))
+        write_text(args.out.with_suffix(".md"), data_markdown(result))
+        print(data_markdown(result))
         return 0
     if args.loop_overhead:
         result = loop_overhead(args)

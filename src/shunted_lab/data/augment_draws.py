@@ -152,11 +152,12 @@ def unsupported(what: str) -> ConfigError:
     return ConfigError(f"data.pipeline=device cannot apply {what} on the device; use data.pipeline=workers")
 
 
-def draw(plan: AugmentPlan, width: int, height: int) -> dict[str, torch.Tensor]:
+def draw(plan: AugmentPlan, width: int, height: int) -> dict:
     """One item's parameters, drawn with the global generators in the order timm's Compose draws them:
     crop (top, left, height, width), flip, the ops in the order applied (RandAugment's, then ColorJitter's;
-    index in OP_KINDS, -1: none) with their level argument, the erased rectangles (height 0: none)."""
-    top, left, crop_h, crop_w = plan.crop.get_params(
+    index in OP_KINDS, -1: none) with their level argument, the erased rectangles (height 0: none).
+    Plain numbers: the collate function makes the batch's tensors (a tensor per item costs more than the draws)."""
+    crop = plan.crop.get_params(
         torch.empty(0, height, width),
         plan.crop.scale,
         plan.crop.ratio,  # what get_params reads: the size
@@ -170,19 +171,14 @@ def draw(plan: AugmentPlan, width: int, height: int) -> dict[str, torch.Tensor]:
         order, *factors = tv.ColorJitter.get_params(j.brightness, j.contrast, j.saturation, j.hue)
         kinds = ("BrightnessIncreasing", "ContrastIncreasing", "ColorIncreasing")
         recorder.ops += [(kinds[k], (factors[k],)) for k in order.tolist() if k < 3 and factors[k] is not None]
-    op_index = torch.full((plan.layers,), -1, dtype=torch.int64)
-    op_arg = torch.zeros(plan.layers, dtype=torch.float64)  # as timm's: a shear of 0.12 in float32 moves pixels
-    for layer, (name, args) in enumerate(recorder.ops):
-        op_index[layer], op_arg[layer] = OP_KINDS.index(RAND_AUGMENT_OPS[name]), float(args[0]) if args else 0.0
-    erased = torch.zeros(plan.erase_count, 4, dtype=torch.int64)
+    missing = plan.layers - len(recorder.ops)
     if plan.erasing is not None:
         plan.erasing._erase(recorder, 3, plan.size, plan.size, torch.float32)
-        for k, box in enumerate(recorder.erased):
-            erased[k] = torch.tensor(box)
     return {
-        "crop": torch.tensor([top, left, crop_h, crop_w]),
-        "flip": torch.tensor(flip),
-        "op_index": op_index,
-        "op_arg": op_arg,
-        "erased": erased,
+        "crop": crop,
+        "flip": flip,
+        "op_index": [OP_KINDS.index(RAND_AUGMENT_OPS[name]) for name, _ in recorder.ops] + [-1] * missing,
+        # float64, as timm's: a shear of 0.12 in float32 moves pixels across PIL's boundaries
+        "op_arg": [float(args[0]) if args else 0.0 for _, args in recorder.ops] + [0.0] * missing,
+        "erased": recorder.erased + [(0, 0, 0, 0)] * (plan.erase_count - len(recorder.erased)),
     }

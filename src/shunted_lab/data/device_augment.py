@@ -125,14 +125,15 @@ def pil_affine(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor, mode: 
     fx, fy = px - 0.5, py - 0.5
     x0, y0 = fx.floor(), fy.floor()
     offsets = range(-1, 3) if mode == "bicubic" else range(2)
-    flat = x.double().reshape(n, c, h * w)
+    columns = [((x0 + d).clamp(0, w - 1).long(), pil_kernel(fx - x0 - d, mode).unsqueeze(1)) for d in offsets]
+    flat = x.float().reshape(n, c, h * w)
     out = torch.zeros(n, c, h, w, device=x.device, dtype=torch.float64)
     for dy in offsets:
         rows_in = (y0 + dy).clamp(0, h - 1).long() * w
-        row = torch.zeros_like(out)
-        for dx in offsets:
-            index = (rows_in + (x0 + dx).clamp(0, w - 1).long()).view(n, 1, h * w).expand(n, c, h * w)
-            row += flat.gather(2, index).view(n, c, h, w) * pil_kernel(fx - x0 - dx, mode).unsqueeze(1)
+        row = sum(
+            flat.gather(2, (rows_in + col).view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w) * weight
+            for col, weight in columns
+        )
         out += row * pil_kernel(fy - y0 - dy, mode).unsqueeze(1)
     outside = ((px < 0) | (px >= w) | (py < 0) | (py >= h)).unsqueeze(1)
     return to_uint8(torch.where(outside, fill.view(1, c, 1, 1).double(), out))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
 from ..exits import DataError
@@ -91,8 +91,14 @@ class EncodedBatch:
 def collate_encoded(items: list) -> EncodedBatch:
     lengths = [len(data) if data.dim() == 1 else 0 for data, *_ in items]
     encoded = [data for data, *_ in items if data.dim() == 1]
-    params = default_collate([p for *_, p in items])
-    op_index = params.pop("op_index")
+    drawn = [p for *_, p in items]
+    params = {
+        "crop": torch.tensor([p["crop"] for p in drawn]),
+        "flip": torch.tensor([p["flip"] for p in drawn]),
+        "op_arg": torch.tensor([p["op_arg"] for p in drawn], dtype=torch.float64).view(len(drawn), -1),
+        "erased": torch.tensor([p["erased"] for p in drawn], dtype=torch.int64).view(len(drawn), -1, 4),
+    }
+    op_index = torch.tensor([p["op_index"] for p in drawn], dtype=torch.int64).view(len(drawn), -1)
     # Each layer sorted by op, those without an op last; stable, so the order is the workers' alone.
     key = torch.where(op_index < 0, len(OP_KINDS), op_index)
     params["op_order"] = torch.sort(key, dim=0, stable=True).indices

@@ -1,0 +1,112 @@
+"""data.pipeline=device against data.pipeline=workers: the same runs on the same JPEG folder, seed for seed.
+
+SHAPES written as JPEGs (quality 95) in the ImageNet layout, trained with data=imagenet's augmentation
+(RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, bicubic) at 64 px: the device pipeline should
+reach the workers pipeline's top-1 within the spread over seeds, since it applies the same
+augmentation to the same draws (docs/data.md).
+
+    python benchmarks/pipeline_ab.py --out benchmarks/cpu_pipeline_ab
+
+Each run is `run.py` in a fresh root (default_run_ab.run_once), seeds alternating the pipelines.
+Writes <out>.json and <out>.md.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from default_run_ab import ROOT, run_once
+from PIL import Image
+
+sys.path.insert(0, str(ROOT / "src"))
+from shunted_lab.data.shapes import CLASSES, generate  # noqa: E402
+
+RECIPE = ["data=imagenet", "data.image_size=64", "data.crop_pct=1.0", "logger=csv"]
+
+
+def write_shapes_jpegs(root: Path, num_train: int, num_val: int) -> Path:
+    for split, count in (("train", num_train), ("val", num_val)):
+        images, labels, _ = generate(count, seed=0, split=split)
+        for i, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+            folder = root / split / CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i}.jpg", quality=95)
+    return root
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--num-train", type=int, default=5000)
+    p.add_argument("--num-val", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--workers", type=int, default=2, help="data.num_workers of both pipelines")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = {"workers": [], "device": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        images = write_shapes_jpegs(Path(tmp) / "shapes_jpeg", args.num_train, args.num_val)
+        common = [
+            *RECIPE,
+            f"data.root={images}",
+            f"trainer.max_epochs={args.epochs}",
+            f"data.num_workers={args.workers}",
+        ]
+        for seed in seeds:
+            for pipeline in runs if seed % 2 == 0 else reversed(runs):
+                root = Path(tmp) / f"{pipeline}_seed{seed}"
+                result = run_once(ROOT, root, [*common, f"data.pipeline={pipeline}", f"seed={seed}"])
+                runs[pipeline].append({"seed": seed, **result})
+                print(
+                    f"{pipeline} seed {seed}: val top-1 {result['val/top1']:.3f}, {result['wall_s']:.0f} s", flush=True
+                )
+    summary = {
+        name: {
+            "val_top1_mean": statistics.mean(r["val/top1"] for r in done),
+            "val_top1_std": statistics.stdev(r["val/top1"] for r in done),
+            "wall_s_mean": statistics.mean(r["wall_s"] for r in done),
+        }
+        for name, done in runs.items()
+    }
+    gap = summary["device"]["val_top1_mean"] - summary["workers"]["val_top1_mean"]
+    spread = max(s["val_top1_std"] for s in summary.values())
+    command = f"python benchmarks/pipeline_ab.py --out {args.out}"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(
+        json.dumps(
+            dict(
+                command=command,
+                args=vars(args) | {"out": str(args.out)},
+                recipe=RECIPE,
+                runs=runs,
+                summary=summary,
+                gap=gap,
+            ),
+            indent=2,
+        )  # fmt: skip
+    )
+    lines = [
+        f"`{command}`: SHAPES as {args.num_train} training and {args.num_val} val JPEGs, nano, {args.epochs} "
+        f"epochs, `{' '.join(RECIPE)}`, {args.workers} loader workers, seeds {args.seeds}.",
+        "",
+        "| data.pipeline | " + " | ".join(f"seed {s}" for s in seeds) + " | mean +- std | wall time (mean) |",
+        "|---|" + "---|" * (len(seeds) + 2),
+    ]
+    for name, done in runs.items():
+        cells = " | ".join(f"{r['val/top1']:.3f}" for r in sorted(done, key=lambda r: r["seed"]))
+        s = summary[name]
+        lines.append(
+            f"| {name} | {cells} | {s['val_top1_mean']:.3f} +- {s['val_top1_std']:.3f} | {s['wall_s_mean']:.0f} s |"
+        )
+    verdict = "within" if abs(gap) <= spread else "outside"
+    lines += ["", f"device - workers: {gap:+.3f} val top-1, {verdict} the larger seed spread ({spread:.3f})."]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
