@@ -4,6 +4,7 @@ that name what the user can fix.
 Each failure is one ConfigError line naming the key, the value and what is allowed.
 """
 
+import importlib.util
 from pathlib import Path
 
 from hydra.errors import InstantiationException
@@ -76,6 +77,18 @@ def unknown_option(overrides: list[str], conf_dir: Path = CONF_DIR) -> str | Non
         for choice in value.split(","):
             if choice not in options and choice != "null":
                 return f"{key}={choice} is not an option of {key}; expected one of {options}"
+    return None
+
+
+# Options that need an optional extra: (override, the modules it imports, the install command).
+EXTRAS = (("hydra/launcher=ray", ("ray", "hydra_plugins.hydra_ray_launcher"), 'pip install -e ".[ray]"'),)
+
+
+def missing_extra(overrides: list[str]) -> str | None:
+    """One line naming the install command when an override needs an optional extra that is not installed."""
+    for option, modules, install in EXTRAS:
+        if option in overrides and any(importlib.util.find_spec(m) is None for m in modules):
+            return f"{option} needs Ray and Hydra's Ray launcher, which are not installed; {install} installs them"
     return None
 
 

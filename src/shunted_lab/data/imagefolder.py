@@ -66,7 +66,9 @@ class ImageFolderData(ImageData):
     the run naming the file; with `skip_bad_images` every file is verified first (slow on large
     sets) and the bad ones are skipped and counted. With `groups_file` (read_groups) the evaluation
     also reports top-1 per group; every val image needs a row. Without `image_size` the input size
-    fits the images (`fitting_image_size` of a sample's median short side).
+    fits the images (`fitting_image_size` of a sample's median short side). With `pipeline="device"`
+    the training images are decoded and augmented on the training device, with the same draws and
+    PIL's arithmetic (encoded.py, device_augment.py; docs/data.md); evaluation stays in the workers.
     """
 
     def __init__(

@@ -2,9 +2,12 @@
 
 A cell is a job's overrides without `seed=`; its seeds are averaged (mean +- sample std). The
 `SweepReport` callback (callback.py) writes them after every job; `python -m shunted_lab.report`
-writes them for a saved sweep.
+writes them for a saved sweep. Jobs running side by side (hydra/launcher=ray) write them under a
+lock in the sweep directory, each reading every job's files inside it: the last writer sees every
+job that ended before it, so no row is lost when two jobs end at once.
 """
 
+import fcntl
 from pathlib import Path
 
 from .aggregate import score_of, summarize
@@ -12,9 +15,18 @@ from .jobs import load_jobs
 from .plots import write_erf_plot, write_group_plot, write_plots
 from .tables import write_csv, write_markdown
 
+REPORT_LOCK = ".report.lock"
+
 
 def write_report(sweep_dir: Path) -> list[dict]:
     sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / REPORT_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _write_report(sweep_dir)
+
+
+def _write_report(sweep_dir: Path) -> list[dict]:
     jobs, common = load_jobs(sweep_dir)
     rows, score = summarize(jobs), score_of(jobs)
     write_csv(rows, sweep_dir / "summary.csv")

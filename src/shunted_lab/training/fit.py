@@ -1,6 +1,7 @@
 """One training job from a composed config: build -> fit -> validate/test the best checkpoint -> metrics.json."""
 
 import logging
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -184,8 +185,10 @@ def fit_and_evaluate(
         "train/data_wait_share": throughput.data_wait_share if throughput else None,
         "train/first_step_s": throughput.first_step_s if throughput else None,
         "peak_gpu_memory_mb": TrainThroughput.peak_gpu_memory_mb(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # the GPUs a launcher gave the job
         **graph_metrics(module),
         "wall_time_s": time.perf_counter() - start,
+        "started_at": time.time() - (time.perf_counter() - start),  # Unix time: when jobs ran side by side
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "best_checkpoint": best,

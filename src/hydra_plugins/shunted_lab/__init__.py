@@ -1,0 +1,1 @@
+"""shunted-lab's Hydra plugins: the Ray launcher (ray_launcher.py)."""
