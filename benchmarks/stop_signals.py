@@ -68,7 +68,7 @@ def run(work: Path, run_dir: Path, *overrides: str) -> subprocess.Popen:
 
 def results(run_dir: Path) -> tuple[dict, dict]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    timing = {"train/images_per_sec", "train/data_wait_share", "train/first_step_s", "wall_time_s"}
+    timing = {"train/images_per_sec", "train/data_wait_share", "train/first_step_s", "wall_time_s", "started_at"}
     final = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k not in timing}
     with open(run_dir / "csv" / "metrics.csv") as f:
         history = {(row["step"], k): v for row in csv.DictReader(f) for k, v in row.items() if v}

@@ -34,7 +34,7 @@ RUN = [
     "model.drop_path_rate=0.1",  # the model draws random numbers too
     "callbacks.periodic_checkpoint.every_n_train_steps=100000",
 ]
-TIMING = {"train/images_per_sec", "train/data_wait_share", "train/first_step_s", "wall_time_s"}
+TIMING = {"train/images_per_sec", "train/data_wait_share", "train/first_step_s", "wall_time_s", "started_at"}
 
 
 def step_file(tmp_path: Path, delay: float = 0.0, in_validation: bool = False) -> tuple[Path, list[str]]:

@@ -85,8 +85,22 @@ def test_four_jobs_on_two_logical_gpus_run_two_at_a_time_each_in_its_own_process
     with open(tmp_path / "sweep" / "summary.csv") as f:
         [row] = list(csv.DictReader(f))  # one cell (the seeds are averaged), written by the jobs as they ended
     assert row["seeds"] == "4"
-    run_ids = [(tmp_path / "sweep" / job / "wandb_run_id").read_text() for job in done]
-    assert len(set(run_ids)) == 4  # no W&B run shared by two jobs
+    runs = [m["wandb"] for m in done.values()]
+    assert len({run["id"] for run in runs}) == 4  # no W&B run shared by two jobs
+    assert {run["group"] for run in runs} == {"shunted_nano-shapes-shunted-detail_specific"}  # a cell's seeds, grouped
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_recorded_and_the_others_finish(tmp_path):
+    proc = sweep(tmp_path, "data.num_train=192", "data.batch_size=16,400")  # 400: larger than the training split
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    assert list(jobs(tmp_path)) == ["0_shunted-detail_specific-seed0"]
+    failed = json.loads((tmp_path / "sweep" / "1_shunted-detail_specific-seed0" / "failed.json").read_text())
+    assert "data.batch_size=400 is larger than the training split" in failed["error"]
+    with open(tmp_path / "sweep" / "summary.csv") as f:
+        rows = {row["cell"]: row for row in csv.DictReader(f)}
+    assert "larger than the training split" in rows["data.batch_size=400"]["failed"]
 
 
 @pytest.mark.slow
