@@ -35,12 +35,13 @@ TINY = [
 
 
 def run_py(tmp_path: Path, *overrides: str, **kwargs) -> subprocess.Popen:
-    """run.py in a subprocess, in tmp_path, without W&B credentials; stdout and stderr together."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    """run.py in a subprocess, in tmp_path, without W&B credentials or a Ray cluster to join; stdout and
+    stderr together."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_"))}
     env["NETRC"] = str(tmp_path / "no-netrc")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])  # the test callbacks
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), f"paths.root_dir={tmp_path}", *overrides],
+        [sys.executable, str(ROOT / "run.py"), *overrides, f"paths.root_dir={tmp_path}"],  # flags (-m) first
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

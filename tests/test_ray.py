@@ -3,7 +3,6 @@
 import csv
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, SHAPES_TINY, TINY
+from helpers import ROOT, SHAPES_TINY, TINY, run_py
 
 from shunted_lab.config import missing_extra
 from shunted_lab.exits import EXIT_CONFIG_ERROR, EXIT_PREEMPTED
@@ -23,21 +22,8 @@ from shunted_lab.sweeps.ray_jobs import job_resources  # noqa: E402
 RAY = ["hydra/launcher=ray", "+hydra.launcher.ray.init.num_gpus=2"]
 
 
-def sweep(tmp_path: Path, *overrides: str, **kwargs) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_"))}
-    env["NETRC"] = str(tmp_path / "no-netrc")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])  # the test callbacks
-    command = [sys.executable, str(ROOT / "run.py"), "-m", *RAY, *TINY, *SHAPES_TINY, f"paths.root_dir={tmp_path}"]
-    return subprocess.Popen(
-        [*command, f"hydra.sweep.dir={tmp_path}/sweep", *overrides],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        **kwargs,
-    )
+def sweep(tmp_path: Path, *overrides: str) -> subprocess.Popen:
+    return run_py(tmp_path, "-m", *RAY, *TINY, *SHAPES_TINY, f"hydra.sweep.dir={tmp_path}/sweep", *overrides)
 
 
 def jobs(tmp_path: Path) -> dict[str, dict]:

@@ -11,6 +11,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from .exits import ConfigError
+from .files import STOP_SIGNALS
 from .run_dirs import resolve_resume_path
 
 # The Hydra configs ship inside the package, so that an installed copy finds them as a checkout does.
@@ -23,7 +24,6 @@ REQUIRED = "<required>"
 # block apart, which crashes when one block's graph feeds the next (pytorch#160281): not offered.
 GRAPH_MODES = ("cudagraphs", "cudagraphs-eager")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", *GRAPH_MODES)
-STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP")  # those a run can catch and stop on
 FITTING_DATA = ("ImageFolderData", "SegmentationFolderData", "ADE20KData")  # data that can fit image_size to its files
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 

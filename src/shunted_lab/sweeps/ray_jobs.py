@@ -28,8 +28,8 @@ import signal
 import ray
 from hydra.core.utils import JobReturn, JobStatus
 
-from ..config import STOP_SIGNALS
 from ..exits import Preempted
+from ..files import STOP_SIGNALS
 
 log = logging.getLogger(__name__)
 
