@@ -376,6 +376,17 @@ def test_with_no_training_under_way_a_signal_stops_at_once_and_the_handlers_are_
     Preempted("SIGINT", previous=signal.default_int_handler).hand_over()
 
 
+def test_a_library_error_raised_while_a_stop_unwinds_is_still_the_stop():
+    try:
+        try:
+            raise Preempted("SIGTERM")
+        except Preempted:
+            raise RuntimeError("cannot join thread before it is started")  # noqa: B904 (Rich, signalled mid-start)
+    except RuntimeError as error:
+        assert Preempted.behind(error).signal_name == "SIGTERM"
+    assert Preempted.behind(RuntimeError("a failure of its own")) is None
+
+
 def test_stop_signals_are_checked(tmp_path):
     cfg = compose_cfg(tmp_path)
     OmegaConf.update(cfg, "stop_signals", ["SIGTERM", "SIGKILL"])

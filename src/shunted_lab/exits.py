@@ -39,6 +39,14 @@ class Preempted(BaseException):
         saved = f"saved step {step} to {checkpoint}" if checkpoint else "nothing new to save"
         super().__init__(f"stopped by {signal_name}: {saved}")
 
+    @staticmethod
+    def behind(error: BaseException) -> "Preempted | None":
+        """The stop that `error` is, or was raised while handling: a signal can land inside a library
+        call whose cleanup then fails in its turn (Rich's progress bar, stopped before its thread ran)."""
+        while error is not None and not isinstance(error, Preempted):
+            error = error.__cause__ or error.__context__
+        return error
+
     def hand_over(self) -> None:
         """Give the signal to the handler that was installed before ours (submitit's requeue), if any.
         Python's own (Ctrl-C's KeyboardInterrupt) and the default and ignore actions are not handed over."""

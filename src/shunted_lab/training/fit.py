@@ -81,9 +81,12 @@ def train(cfg: DictConfig) -> float:
         try:
             metrics = fit_and_evaluate(cfg, module, datamodule, loggers, summary, start, stop)
             status = "success"
-        except Preempted:
+        except BaseException as error:
+            preempted = Preempted.behind(error)
+            if preempted is None:
+                raise
             status = "preempted"
-            raise
+            raise preempted from None  # the stop is what happened, whatever failed on its way out
         finally:
             # A failed sweep job must not leave its W&B run open: the next job's logger would reuse it.
             stop.closing()
