@@ -164,7 +164,7 @@ def test_images_the_device_cannot_decode_are_decoded_by_the_workers_and_counted(
     for name, image in files.items():
         image.save(tmp_path / name)
     dataset = EncodedImages([(str(tmp_path / name), 0) for name in files], AugmentPlan.of(transform))
-    augment = DeviceAugment(dataset.plan)
+    augment = DeviceAugment(dataset.item.plan)
     images, _ = augment(collate_encoded([dataset[i] for i in range(4)]), CPU)
     assert images.shape == (4, 3, 32, 32) and augment.worker_decoded == 3 and augment.images == 4
 
@@ -188,8 +188,8 @@ def test_an_undecodable_jpeg_is_one_line_naming_it_or_skipped_keeping_the_batch_
     dataset = EncodedImages(samples, AugmentPlan.of(transform))
     batch = lambda: collate_encoded([dataset[i] for i in range(len(samples))])  # noqa: E731
     with pytest.raises(DataError, match=rf"cannot decode image {bad}: .*data.skip_bad_images=true"):
-        DeviceAugment(dataset.plan)(batch(), CPU)
-    skipping = DeviceAugment(dataset.plan, skip_bad_images=True)
+        DeviceAugment(dataset.item.plan)(batch(), CPU)
+    skipping = DeviceAugment(dataset.item.plan, skip_bad_images=True)
     images, labels = skipping(batch(), CPU)
     assert images.shape == (4, 3, 32, 32) and skipping.bad_skipped == 1
 

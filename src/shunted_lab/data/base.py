@@ -25,6 +25,8 @@ class ImageData(L.LightningDataModule):
     objective = "classification"
     num_classes: int
     group_names: list[str] | None = None
+    shard_lengths: list[int] | None = None  # a training set of tar shards: their lengths (resumable.shard_window_order)
+    shard_window = 8
 
     @property
     def class_names(self) -> list[str]:
@@ -57,7 +59,7 @@ class ImageData(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
         if train:
-            return training_loader(dataset, **common)
+            return training_loader(dataset, shard_lengths=self.shard_lengths, shard_window=self.shard_window, **common)
         sampler = None
         if world > 1:
             # Lightning's default would pad the last batch with repeats; every image counts once here.

@@ -18,7 +18,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from ..exits import DataError
 from .augment_draws import OP_KINDS, AugmentPlan, draw
-from .image_files import load_rgb
+from .image_files import decode_rgb
 
 
 def read_bytes(path: str) -> bytes:
@@ -29,28 +29,38 @@ def read_bytes(path: str) -> bytes:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
+class EncodedItem:
+    """The `device` pipeline's item from an image's bytes: (bytes or worker-decoded pixels, label,
+    name, drawn parameters); `name` (the file, or the shard and key) says which image, in errors."""
+
+    def __init__(self, plan: AugmentPlan):
+        self.plan = plan
+
+    def __call__(self, data: bytes, label: int, name: str):
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                kind, mode, (width, height) = image.format, image.mode, image.size
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read image {name}: {e} (set data.skip_bad_images=true to skip such files)") from e
+        if kind == "JPEG" and mode == "RGB":
+            pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        else:
+            pixels = pil_to_tensor(decode_rgb(data, name))
+        return pixels, label, name, draw(self.plan, width, height)
+
+
 class EncodedImages(Dataset):
-    """(path, label) samples as (bytes or worker-decoded pixels, label, path, drawn parameters)."""
+    """(path, label) samples as EncodedItem's items."""
 
     def __init__(self, samples: list[tuple[str, int]], plan: AugmentPlan):
-        self.samples, self.plan = samples, plan
+        self.samples, self.item = samples, EncodedItem(plan)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int):
         path, label = self.samples[i]
-        data = read_bytes(path)
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                kind, mode, (width, height) = image.format, image.mode, image.size
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read image {path}: {e} (set data.skip_bad_images=true to skip such files)") from e
-        if kind == "JPEG" and mode == "RGB":
-            pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        else:
-            pixels = pil_to_tensor(load_rgb(path))
-        return pixels, label, path, draw(self.plan, width, height)
+        return self.item(read_bytes(path), label, path)
 
 
 @dataclass

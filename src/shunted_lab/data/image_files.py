@@ -1,5 +1,6 @@
 """Image files on disk: reading them, and the input size that fits them (shared by the folder datasets)."""
 
+import io
 import logging
 
 from PIL import Image
@@ -17,6 +18,25 @@ def load_rgb(path: str) -> Image.Image:
         raise DataError(f"cannot read image {path}: {e} (set data.skip_bad_images=true to skip such files)") from e
 
 
+def decode_rgb(data: bytes, name: str) -> Image.Image:
+    """An image file's bytes (read from a tar shard) as an RGB image; `name` says which, in errors."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read image {name}: {e} (set data.skip_bad_images=true to skip such files)") from e
+
+
+class DecodedItem:
+    """The `workers` pipeline's item from an image's bytes: decoded, then `transform`ed."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, data: bytes, label: int, name: str):
+        return transformed(self.transform, decode_rgb(data, name), name), label
+
+
 def transformed(transform, image: Image.Image, path: str):
     """`transform(image)`, step by step where it is a Compose, so that a step that raises is a
     DataError naming the file and the step (run.py: one line, exit 4), not a loader worker's traceback."""
@@ -29,12 +49,13 @@ def transformed(transform, image: Image.Image, path: str):
     return image
 
 
-def median_short_side(paths) -> int | None:
-    """The median short side, in pixels, of the images among `paths` (their headers only)."""
+def median_short_side(files) -> int | None:
+    """The median short side, in pixels, of the images among `files` (paths or file objects; their
+    headers only)."""
     sides = []
-    for path in paths:
+    for file in files:
         try:
-            with Image.open(path) as image:
+            with Image.open(file) as image:
                 sides.append(min(image.size))
         except (OSError, ValueError):
             continue
@@ -47,9 +68,9 @@ def fitting_image_size(side: int | None) -> int:
     return 224 if side is None else min(224, max(32, -(-side // 32) * 32))
 
 
-def fit_image_size(paths) -> int:
-    """The input size that fits the images among `paths` (a sample of the training split), logged."""
-    side = median_short_side(paths)
+def fit_image_size(files) -> int:
+    """The input size that fits the images among `files` (a sample of the training split), logged."""
+    side = median_short_side(files)
     size = fitting_image_size(side)
     log.info(
         "data.image_size=%d: the training images are about %s px on their short side (data.image_size=<px> sets it)",

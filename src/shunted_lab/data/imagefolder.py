@@ -1,6 +1,8 @@
-"""Image folders in the ImageNet layout (train/<class>/*, val/<class>/*), with timm's transforms."""
+"""Image folders in the ImageNet layout (train/<class>/*, val/<class>/*), or the same images as tar
+shards (data.format=shards: data/shards.py), with timm's transforms."""
 
 import csv
+import io
 import logging
 from pathlib import Path
 
@@ -14,12 +16,14 @@ from .augment import keep_timm_posterize
 from .augment_draws import AugmentPlan
 from .base import ImageData
 from .device_augment import DeviceAugment, log_counts
-from .encoded import EncodedBatch, EncodedImages, collate_encoded
-from .image_files import fit_image_size, fitting_image_size, load_rgb, median_short_side, transformed
+from .encoded import EncodedBatch, EncodedImages, EncodedItem, collate_encoded
+from .image_files import DecodedItem, fit_image_size, fitting_image_size, load_rgb, median_short_side, transformed
+from .shards import TarShards, read_classes, read_info, shard_set
 
 log = logging.getLogger(__name__)
 
 PIPELINES = ("workers", "device")  # data.pipeline: where the training images are decoded and augmented
+FORMATS = ("folder", "shards")  # data.format: how the images are stored
 
 
 def readable_image(path: str) -> bool:
@@ -69,6 +73,13 @@ class ImageFolderData(ImageData):
     fits the images (`fitting_image_size` of a sample's median short side). With `pipeline="device"`
     the training images are decoded and augmented on the training device, with the same draws and
     PIL's arithmetic (encoded.py, device_augment.py; docs/data.md); evaluation stays in the workers.
+
+    With `format="shards"`, `root` is a folder or URL of WebDataset tar shards (data/shards.py:
+    `_info.json` lists them, or `train_shards`/`val_shards` brace patterns name them); remote
+    shards are downloaded into `shard_cache`; the training order shuffles the shards, then the
+    samples of each run of `shuffle_shards` shards; `skip_bad_images` skips a bad sample when it is
+    met, and counts it. `num_classes`, where set, is checked against the data (and names the
+    classes of shards that come without a classes.txt).
     """
 
     def __init__(
@@ -86,31 +97,47 @@ class ImageFolderData(ImageData):
         groups_file: str | None = None,
         image_size: int | None = None,
         pipeline: str = "workers",
+        format: str = "folder",
+        num_classes: int | None = None,
+        train_shards: str | list[str] | None = None,
+        val_shards: str | list[str] | None = None,
+        shuffle_shards: int = 8,
+        shard_cache: str = "shard_cache",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.root = Path(root)
+        if format not in FORMATS:
+            raise ConfigError(f"data.format={format} is not allowed; expected one of {list(FORMATS)}")
+        if pipeline not in PIPELINES:
+            raise ConfigError(f"data.pipeline={pipeline} is not allowed; expected one of {list(PIPELINES)}")
+        self.format = format
+        self.root = Path(root) if format == "folder" else root  # shards may be at a URL
         self.skip_bad_images = skip_bad_images
+        if groups_file and format == "shards":
+            raise ConfigError("data.groups_file needs data.format=folder (its rows are paths of files)")
         self.groups = read_groups(Path(groups_file)) if groups_file else None
         self.group_names = sorted(set(self.groups.values())) if self.groups else None
-        classes = {split: self._classes(split) for split in ("train", "val")}
-        if classes["train"] != classes["val"]:
-            raise ValueError(
-                f"data.root={str(self.root)!r}: train/ and val/ hold different classes "
-                f"(only in train: {sorted(set(classes['train']) - set(classes['val']))[:5]}, "
-                f"only in val: {sorted(set(classes['val']) - set(classes['train']))[:5]})"
-            )
-        self.classes = classes["train"]
+        if format == "shards":
+            self.shard_cache, self.shard_window = Path(shard_cache), shuffle_shards
+            info = read_info(root, self.shard_cache)
+            self.shards = {
+                split: shard_set(root, info, split, pattern, self.shard_cache)
+                for split, pattern in (("train", train_shards), ("val", val_shards))
+            }
+            self.shard_lengths = self.shards["train"].lengths
+            self.classes = read_classes(root, info, num_classes, self.shard_cache)
+        else:
+            self.classes = self._folder_classes()
+            if num_classes is not None and num_classes != len(self.classes):
+                raise ConfigError(f"data.num_classes={num_classes} but data.root={root!r} has {len(self.classes)}")
         self.num_classes = len(self.classes)
-        self.image_size = image_size or self._fitting_image_size()
+        self.image_size = image_size or fit_image_size(self._sample_images())
         keep_timm_posterize()
         common = dict(input_size=self.image_size, mean=tuple(mean), std=tuple(std), interpolation=interpolation)
         self.train_tf = create_transform(
             is_training=True, auto_augment=auto_augment, re_prob=re_prob, scale=tuple(scale), hflip=hflip, **common
         )
         self.eval_tf = create_transform(is_training=False, crop_pct=crop_pct, **common)
-        if pipeline not in PIPELINES:
-            raise ConfigError(f"data.pipeline={pipeline} is not allowed; expected one of {list(PIPELINES)}")
         self.device_augment = (
             DeviceAugment(AugmentPlan.of(self.train_tf), skip_bad_images) if pipeline == "device" else None
         )
@@ -118,6 +145,16 @@ class ImageFolderData(ImageData):
     @property
     def class_names(self) -> list[str]:
         return self.classes
+
+    def _folder_classes(self) -> list[str]:
+        classes = {split: self._classes(split) for split in ("train", "val")}
+        if classes["train"] != classes["val"]:
+            raise ValueError(
+                f"data.root={str(self.root)!r}: train/ and val/ hold different classes "
+                f"(only in train: {sorted(set(classes['train']) - set(classes['val']))[:5]}, "
+                f"only in val: {sorted(set(classes['val']) - set(classes['train']))[:5]})"
+            )
+        return classes["train"]
 
     def _classes(self, split: str) -> list[str]:
         folder = self.root / split
@@ -136,12 +173,15 @@ class ImageFolderData(ImageData):
             )
         return classes
 
-    def _fitting_image_size(self, classes: int = 8, per_class: int = 4) -> int:
-        """From the first images of up to `classes` classes spread over the training split (a few
-        directory listings, not a walk of the whole split)."""
+    def _sample_images(self, classes: int = 8, per_class: int = 4) -> list:
+        """Some training images (paths or file objects) to read the images' sizes from: the first
+        images of up to `classes` classes spread over the split (a few directory listings, not a walk
+        of the whole split), or the first samples of the first shard."""
+        if self.format == "shards":
+            first = TarShards(self.shards["train"], self.shard_cache, lambda data, *_: io.BytesIO(data))
+            return [first[i] for i in range(min(classes * per_class, self.shards["train"].lengths[0]))]
         picked = self.classes[:: max(1, len(self.classes) // classes)][:classes]
-        paths = [p for c in picked for p in sorted((self.root / "train" / c).iterdir())[:per_class] if p.is_file()]
-        return fit_image_size(paths)
+        return [p for c in picked for p in sorted((self.root / "train" / c).iterdir())[:per_class] if p.is_file()]
 
     def _split(self, split: str, transform) -> datasets.ImageFolder:
         folder = self.root / split
@@ -157,15 +197,26 @@ class ImageFolderData(ImageData):
         return dataset
 
     def setup(self, stage: str | None = None) -> None:
+        if self.format == "shards":
+            self._setup_shards()
+        else:
+            self._setup_folders()
+        self.test_set = self.val_set
+        if stage in (None, "fit"):
+            self._hint_image_size()
+
+    def _setup_shards(self) -> None:
+        train = EncodedItem(self.device_augment.plan) if self.device_augment is not None else DecodedItem(self.train_tf)
+        self.train_set = TarShards(self.shards["train"], self.shard_cache, train, self.skip_bad_images)
+        self.val_set = TarShards(self.shards["val"], self.shard_cache, DecodedItem(self.eval_tf), self.skip_bad_images)
+
+    def _setup_folders(self) -> None:
         self.train_set = self._split("train", self.train_tf)
         if self.device_augment is not None:
             self.train_set = EncodedImages(self.train_set.samples, self.device_augment.plan)
         self.val_set = self._split("val", self.eval_tf)
         if self.groups:
             self.val_set.groups = self._group_indices(self.val_set)
-        self.test_set = self.val_set
-        if stage in (None, "fit"):
-            self._hint_image_size()
 
     def collate(self, train: bool):
         return collate_encoded if train and self.device_augment is not None else None
@@ -179,6 +230,12 @@ class ImageFolderData(ImageData):
     def teardown(self, stage: str) -> None:
         if self.device_augment is not None and stage == "fit":
             log_counts(self.device_augment)
+        for split, dataset in (
+            ("training", getattr(self, "train_set", None)),
+            ("evaluation", getattr(self, "val_set", None)),
+        ):
+            if isinstance(dataset, TarShards) and int(dataset.skipped):
+                log.warning("skipped %d bad %s samples of the shards so far", int(dataset.skipped), split)
 
     def _group_indices(self, dataset: datasets.ImageFolder) -> torch.Tensor:
         paths = [Path(path).relative_to(self.root).as_posix() for path, _ in dataset.samples]
@@ -191,9 +248,9 @@ class ImageFolderData(ImageData):
         index = {name: i for i, name in enumerate(self.group_names)}
         return torch.tensor([index[self.groups[p]] for p in paths])
 
-    def _hint_image_size(self, samples: int = 32) -> None:
+    def _hint_image_size(self) -> None:
         """Warn when the images are 3x or more smaller than data.image_size: upsampling adds compute, not detail."""
-        side = median_short_side(path for path, _ in self.train_set.samples[:: max(1, len(self.train_set) // samples)])
+        side = median_short_side(self._sample_images())
         if side and side * 3 <= self.image_size and self.image_size > 32:
             log.warning(
                 "data.image_size=%d but the training images are about %d px on their short side: each is "

@@ -4,7 +4,9 @@ A run stopped at step k and resumed must train on the batches an uninterrupted r
 trained on, with the same augmentations. Three things make that so:
 
 - the order is a shuffle of (seed, epoch), this device's share of it (`ResumableSampler`, a
-  DistributedSampler, so Lightning leaves it in place under DDP), and not the global RNG's state;
+  DistributedSampler, so Lightning leaves it in place under DDP), and not the global RNG's state.
+  On tar shards (data/shards.py) it shuffles the shards, then the samples within each run of a few
+  shards (`shard_window_order`), so that reading by index stays within a few open shards;
 - the loader knows its position in the epoch (`state_dict`), which the datamodule keeps in every
   checkpoint and gives back (`load_state_dict`) before the epoch's iterator is made
   (data/base.py): a resume skips the batches of the epoch already trained on, by index, without
@@ -31,17 +33,32 @@ def loader_seed() -> int:
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
+def shard_window_order(lengths: list[int], window: int, generator: torch.Generator) -> list[int]:
+    """The samples of shards of these `lengths` (numbered shard after shard): the shards shuffled,
+    then the samples of each run of `window` shards shuffled together."""
+    starts = [0, *itertools.accumulate(lengths)]
+    shards = torch.randperm(len(lengths), generator=generator).tolist()
+    order = []
+    for first in range(0, len(shards), window):
+        run = torch.cat([torch.arange(starts[s], starts[s + 1]) for s in shards[first : first + window]])
+        order += run[torch.randperm(len(run), generator=generator)].tolist()
+    return order
+
+
 class ResumableSampler(DistributedSampler):
     """This device's share of a (seed, epoch) shuffle, yielding (epoch, index) keys for SeededItems.
     `resume_at(epoch, batches)`: the iterator of that epoch leaves out its first `batches` batches
     (Lightning counts a checkpoint taken after an epoch's last batch as that epoch done: the next
-    epoch's iterator then skips nothing)."""
+    epoch's iterator then skips nothing). With `shard_lengths` (a dataset of tar shards) the shuffle
+    is `shard_window_order`'s over `shard_window` shards; the devices' shares are taken from it as
+    DistributedSampler takes them from its permutation."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int):
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, shard_lengths=None, shard_window: int = 8):
         distributed = dist.is_available() and dist.is_initialized()
         world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
         super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
         self.batch_size = batch_size
+        self.shard_lengths, self.shard_window = shard_lengths, shard_window
         self.resume: tuple[int, int] | None = None
 
     def resume_at(self, epoch: int, batches: int) -> None:
@@ -54,8 +71,16 @@ class ResumableSampler(DistributedSampler):
 
     def __iter__(self):
         skip, self.resume = self.batches_to_skip() * self.batch_size, None
-        for index in itertools.islice(super().__iter__(), skip, None):
+        order = super().__iter__() if self.shard_lengths is None else self._shard_share()
+        for index in itertools.islice(order, skip, None):
             yield self.epoch, index
+
+    def _shard_share(self) -> list[int]:
+        order = shard_window_order(
+            self.shard_lengths, self.shard_window, torch.Generator().manual_seed(self.seed + self.epoch)
+        )
+        order += order[: self.total_size - len(order)]  # padded to a whole share per device, as DistributedSampler pads
+        return order[self.rank : self.total_size : self.num_replicas]
 
 
 class SeededItems(Dataset):
@@ -114,12 +139,12 @@ class ResumableLoader(DataLoader):
         self.sampler.resume_at(state["epoch"], state["batches"])
 
 
-def training_loader(dataset: Dataset, batch_size: int, **kwargs) -> ResumableLoader:
+def training_loader(dataset: Dataset, batch_size: int, shard_lengths=None, shard_window: int = 8, **kwargs):
     seed = loader_seed()
     return ResumableLoader(
         SeededItems(dataset, seed),
         batch_size=batch_size,
-        sampler=ResumableSampler(dataset, batch_size, seed),
+        sampler=ResumableSampler(dataset, batch_size, seed, shard_lengths, shard_window),
         drop_last=True,
         generator=torch.Generator().manual_seed(seed),  # the workers' base seed, not drawn from the global RNG
         **kwargs,

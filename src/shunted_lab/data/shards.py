@@ -1,0 +1,244 @@
+"""WebDataset tar shards as a map-style dataset (data.format=shards), read with `wids`.
+
+The layout is the one ImageNet is shipped in on the Hugging Face hub (`timm/imagenet-1k-wds`) and the
+one `python -m shunted_lab.data.pack` writes: tar shards whose samples are a `<key>.jpg` (or another
+image type) and a `<key>.cls` (the class index as text), train and validation shard sets, and an
+`_info.json` that lists each split's shard files and their sample counts (timm's layout). A
+`classes.txt` beside it names the classes, one per line (pack writes one; the hub's has none).
+
+Why `wids`: it reads a tar shard as an indexed, map-style view (`IndexedTarSamples`: the tar's headers
+indexed once, then each sample read by its position), so the project's resumable sampler and
+per-item seeds (resumable.py) work on shards unchanged: a mid-epoch resume skips batches by index, as
+for folders. Its downloaders (`wids_dl`: curl for http(s), the cloud CLIs for s3:// and gs://, and
+`pipe:` commands) fetch a remote shard whole into `data.shard_cache` before it is read, once per
+machine. The streaming readers (webdataset's iterable pipeline, timm's `wds/`) cannot skip to a
+step; litdata needs its own format, not the shards as published.
+
+Reading by index stays fast only while the samples of a few shards are read together, so the
+training order (resumable.ResumableSampler) shuffles the shards, then the samples within each run of
+`data.shuffle_shards` shards, as webdataset's shuffle buffer does; the published shards are
+pre-shuffled, and pack shuffles too.
+"""
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from braceexpand import braceexpand
+from torch.utils.data import Dataset
+from wids.wids import IndexedTarSamples
+from wids.wids_dl import ULockFile, download_file
+
+from ..exits import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+INFO_FILE, CLASSES_FILE = "_info.json", "classes.txt"
+SPLITS = {"train": ("train",), "val": ("validation", "val")}  # our split: the names it has in _info.json
+IMAGE_MEMBERS = (".jpg", ".jpeg", ".png", ".webp")
+OPEN_SHARDS = 16  # per process: the shards of a shuffle window, and the next
+
+
+def is_remote(location: str) -> bool:
+    return location.startswith("pipe:") or urlparse(location).scheme not in ("", "file")
+
+
+def joined(root: str, name: str) -> str:
+    """A shard's location: `name` itself where it is absolute (a path or URL), else under `root`."""
+    if is_remote(name) or name.startswith("/"):
+        return name
+    return f"{root.rstrip('/')}/{name}" if is_remote(root) else str(Path(root) / name)
+
+
+def fetched(location: str, cache: Path) -> str:
+    """A local path to `location`: itself where it is local, else a copy downloaded (whole, atomically,
+    once per machine: other processes wait on a lock) into `cache`."""
+    if not is_remote(location):
+        return location
+    cache.mkdir(parents=True, exist_ok=True)
+    local = cache / Path(urlparse(location).path).name
+    with ULockFile(f"{local}.lock"):
+        if not local.exists():
+            tmp = local.with_name(f".{local.name}.tmp{os.getpid()}")
+            try:
+                download_file(location, str(tmp))
+                os.replace(tmp, local)
+            except (AssertionError, OSError, ValueError) as e:  # wids asserts the download command's status
+                raise DataError(f"cannot download shard {location}: {e}") from e
+            finally:
+                tmp.unlink(missing_ok=True)
+    return str(local)
+
+
+@dataclass
+class ShardSet:
+    """One split's shards: where each is and how many samples it holds."""
+
+    locations: list[str]
+    lengths: list[int]
+
+    def __len__(self) -> int:
+        return sum(self.lengths)
+
+
+def read_info(root: str, cache: Path) -> dict | None:
+    location = joined(root, INFO_FILE)
+    if is_remote(location):
+        try:
+            location = fetched(location, cache / "info" / str(abs(hash(root))))
+        except DataError:
+            return None
+    try:
+        return json.loads(Path(location).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"data.root={root!r}: {INFO_FILE} cannot be read: {e}") from e
+
+
+def shard_set(root: str, info: dict | None, split: str, pattern, cache: Path) -> ShardSet:
+    """The split's shards: `pattern` (a brace pattern or a list, relative to root) or else the info's."""
+    listed = {}
+    for name in SPLITS[split]:
+        entry = (info or {}).get("splits", {}).get(name)
+        if entry:
+            listed = dict(zip(entry["filenames"], entry["shard_lengths"], strict=True))
+            break
+    if pattern is None and not listed:
+        raise ConfigError(
+            f"data.root={root!r} has no {INFO_FILE} listing a {'/'.join(SPLITS[split])} split; "
+            f"write the shards with `python -m shunted_lab.data.pack`, or give data.{split}_shards (a brace pattern)"
+        )
+    names = (
+        list(listed)
+        if pattern is None
+        else [n for p in ([pattern] if isinstance(pattern, str) else pattern) for n in braceexpand(p)]
+    )
+    locations = [joined(root, name) for name in names]
+    for location in locations:
+        check_local_shard(location)
+    lengths = [listed[n] if n in listed else count_samples(loc, cache) for n, loc in zip(names, locations, strict=True)]
+    return ShardSet(locations, lengths)
+
+
+def check_local_shard(location: str) -> None:
+    """A missing or cut-off local shard, before training (a tar is a whole number of 512-byte blocks)."""
+    if is_remote(location):
+        return
+    path = Path(location)
+    if not path.is_file():
+        raise ConfigError(f"shard {location} is missing")
+    if path.stat().st_size % 512:
+        raise ConfigError(f"shard {location} is truncated (its size is not a whole number of tar blocks)")
+
+
+def count_samples(location: str, cache: Path) -> int:
+    log.info("counting the samples of %s (not listed in %s)", location, INFO_FILE)
+    samples = IndexedTarSamples(path=fetched(location, cache))
+    try:
+        return len(samples)
+    finally:
+        samples.close()
+
+
+def read_classes(root: str, info: dict | None, num_classes: int | None, cache: Path) -> list[str]:
+    """The class names: classes.txt, else indices for data.num_classes or the info's num_classes."""
+    location = joined(root, CLASSES_FILE)
+    try:
+        names = Path(fetched(location, cache / "info" / str(abs(hash(root))))).read_text().splitlines()
+    except (DataError, FileNotFoundError):
+        names = None
+    count = num_classes or (info or {}).get("num_classes")
+    if names is None and count is None:
+        raise ConfigError(f"data.root={root!r} has no {CLASSES_FILE}: set data.num_classes (1000 for ImageNet-1k)")
+    if names is not None and count is not None and len(names) != count:
+        raise ConfigError(f"data.num_classes={count} but {location} names {len(names)} classes")
+    return names or [str(i) for i in range(count)]
+
+
+class TarShards(Dataset):
+    """The samples of a ShardSet by global index, each read as (image bytes, class index, name) and
+    handed to `prepare` (image_files.DecodedItem, encoded.EncodedItem); the name, `<shard>:<key>`,
+    is for errors. A sample that cannot be read or prepared (its shard missing or cut off, no `cls`
+    or image member, an image that does not decode) is a DataError naming the shard; with
+    `skip_bad` it is replaced by the next good sample of the set, and counted (`skipped`, shared by
+    the loader workers) and warned about once per shard and process. The replacement depends on the
+    index alone, so a resumed run reads what the uninterrupted one read."""
+
+    def __init__(self, shards: ShardSet, cache: Path, prepare, skip_bad: bool = False):
+        self.shards, self.cache, self.prepare, self.skip_bad = shards, cache, prepare, skip_bad
+        self.starts = torch.tensor([0, *shards.lengths]).cumsum(0)
+        self.open: dict[int, IndexedTarSamples] = {}  # per process, least recently used first
+        self.unreadable: dict[int, str] = {}  # shard: why, so that it is not opened again
+        self.warned: set[int] = set()
+        self.skipped = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, index: int):
+        for candidate in range(index, index + len(self)):
+            try:
+                return self.prepare(*self.read(candidate % len(self)))
+            except DataError as e:
+                if not self.skip_bad:
+                    raise
+                self.skipped += 1
+                shard = self.shard_of(candidate % len(self))
+                if shard not in self.warned:
+                    self.warned.add(shard)
+                    log.warning("skipping: %s (further bad samples of this shard are skipped silently)", e)
+        raise DataError(f"no sample of the {len(self.shards.lengths)} shards from {self.shards.locations[0]} is good")
+
+    def shard_of(self, index: int) -> int:
+        return int(torch.searchsorted(self.starts, index, right=True)) - 1
+
+    def read(self, index: int) -> tuple[bytes, int, str]:
+        shard = self.shard_of(index)
+        location = self.shards.locations[shard]
+        samples = self._samples(shard)
+        inner = index - int(self.starts[shard])
+        error = None
+        if inner >= len(samples):
+            error = f"shard {location} holds {len(samples)} samples, fewer than the {self.shards.lengths[shard]} listed"
+        else:
+            sample = samples[inner]
+            name = f"{location}:{sample['__key__']}"
+            image = next((sample[m] for m in IMAGE_MEMBERS if m in sample), None)
+            if ".cls" not in sample or image is None:
+                missing = "cls" if ".cls" not in sample else "image (jpg, png, webp)"
+                error = f"sample {sample['__key__']} of shard {location} has no {missing} member"
+            else:
+                try:
+                    return image.getvalue(), int(sample[".cls"].getvalue()), name
+                except ValueError:
+                    error = f"sample {sample['__key__']} of shard {location} has a cls that is not a class index"
+        raise DataError(error)
+
+    def _samples(self, shard: int) -> IndexedTarSamples:
+        if shard in self.unreadable:
+            raise DataError(self.unreadable[shard])
+        if shard in self.open:
+            self.open[shard] = self.open.pop(shard)  # most recently used last
+            return self.open[shard]
+        location = self.shards.locations[shard]
+        try:
+            samples = IndexedTarSamples(path=fetched(location, self.cache))
+            end = max((offset + 512 + size for _, offset, size in samples.reader.by_index), default=0)
+            if end > len(samples.reader.mmapped_file):
+                samples.close()
+                raise DataError(f"shard {location} is truncated")
+        except (DataError, OSError, ValueError, UnicodeDecodeError) as e:
+            self.unreadable[shard] = str(e) if isinstance(e, DataError) else f"cannot read shard {location}: {e}"
+            raise DataError(self.unreadable[shard]) from e
+        self.open[shard] = samples
+        if len(self.open) > OPEN_SHARDS:
+            self.open.pop(next(iter(self.open))).close()
+        return samples
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "open": {}}  # a loader worker opens its own
