@@ -159,6 +159,30 @@ class StepFile(L.Callback):
             time.sleep(self.delay)
 
 
+class SeenItems(L.Callback):
+    """Test-only: every training item the loader workers load, as `<epoch> <dataset index>` lines in
+    `path`.<rank>. Set at the fit's start, before the workers start."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module):
+        items = trainer.train_dataloader.dataset  # SeededItems
+        items._draw = RecordedDraws(items, f"{self.path}.{trainer.global_rank}")
+
+
+class RecordedDraws:
+    """SeededItems._draw, each call recorded; picklable, for workers that are spawned."""
+
+    def __init__(self, items, path: str):
+        self.items, self.path = items, path
+
+    def __call__(self, epoch: int, index: int):
+        with open(self.path, "a") as f:
+            f.write(f"{epoch} {index}\n")
+        return type(self.items)._draw(self.items, epoch, index)
+
+
 class SignalSelf(L.Callback):
     """Test-only: send `signal` to this process from the trainer hook `hook`: on_test_end (the evaluation
     after the fit), or on_train_batch_end at global step `at_step` (-1: never, for the other jobs of a sweep)."""

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from shunted_lab.config import check_config
+from shunted_lab.data.pack import main as pack
 from shunted_lab.data.resumable import ResumableLoader, ResumableSampler, SeededItems
 from shunted_lab.exits import EXIT_PREEMPTED, ConfigError, Preempted
 from shunted_lab.sweeps.jobs import load_jobs
@@ -140,14 +141,18 @@ def test_a_signal_mid_epoch_saves_that_step_and_the_rerun_ends_as_an_uninterrupt
 
 
 @pytest.mark.slow
-def test_a_run_on_the_device_pipeline_signalled_mid_epoch_resumes_to_the_uninterrupted_runs_end(tmp_path):
-    """data.pipeline=device: the workers draw each item's augmentation from its (seed, epoch, index),
-    so the batches after the resume are the uninterrupted run's, decoded and augmented alike."""
+def test_a_run_on_shards_and_the_device_pipeline_signalled_mid_epoch_resumes_to_the_uninterrupted_runs_end(tmp_path):
+    """data.format=shards orders the samples by shard runs of (seed, epoch), and data.pipeline=device
+    has the workers draw each item's augmentation from its (seed, epoch, index): the batches after the
+    resume are the uninterrupted run's, read, decoded and augmented alike."""
     write_image_folder(tmp_path / "images", per_class=16, suffix="jpg")  # 48 training JPEGs: 12 steps an epoch
+    pack([str(tmp_path / "images"), str(tmp_path / "shards"), "--samples-per-shard=10", "--workers=1"])
     run = [
         *TINY,
         "data=imagenet",
-        f"data.root={tmp_path}/images",
+        "data.format=shards",
+        f"data.root={tmp_path}/shards",
+        "data.shuffle_shards=2",
         "data.image_size=32",
         "data.batch_size=4",
         "data.num_workers=1",

@@ -23,6 +23,7 @@ pre-shuffled, and pack shuffles too.
 import json
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -232,7 +233,7 @@ class TarShards(Dataset):
             if end > len(samples.reader.mmapped_file):
                 samples.close()
                 raise DataError(f"shard {location} is truncated")
-        except (DataError, OSError, ValueError, UnicodeDecodeError) as e:
+        except (DataError, OSError, ValueError, struct.error) as e:
             self.unreadable[shard] = str(e) if isinstance(e, DataError) else f"cannot read shard {location}: {e}"
             raise DataError(self.unreadable[shard]) from e
         self.open[shard] = samples
