@@ -118,6 +118,9 @@ def test_shards_served_over_http_read_as_the_local_ones(tmp_path):
             assert [there.read(i)[:2] for i in range(24)] == [here.read(i)[:2] for i in range(24)]
         assert remote.train_set.read(0)[2].startswith(f"{url}/images-train-0000.tar:train_")
         assert len(list((tmp_path / "cache").glob("*.tar"))) == 10  # each shard downloaded once
+        with pytest.raises(ConfigError, match=f"data: cannot download shard {url}/gone-0.tar"):
+            shard_data(tmp_path, url, f"data.shard_cache={tmp_path}/cache", "data.val_shards='gone-{0..1}.tar'")
+        assert not list((tmp_path / "cache").glob("gone*"))  # an HTTP error is not kept as the shard
     finally:
         server.shutdown()
 

@@ -97,8 +97,9 @@ def build_data(overrides: list[str], pipeline: str):
 
 def data_bench(overrides: list[str], args) -> dict:
     from ..data.encoded import collate_encoded, read_bytes
-    from ..data.image_files import load_rgb
+    from ..data.image_files import decode_rgb, load_rgb
     from ..data.resumable import SeededItems
+    from ..data.shards import TarShards
 
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(1)
@@ -114,7 +115,11 @@ def data_bench(overrides: list[str], args) -> dict:
             overrides = [*overrides, "data.batch_size=64"]
         workers, on_device = build_data(overrides, "workers"), build_data(overrides, "device")
         count = min(len(workers.train_set), args.make_images)
-        paths = [path for path, _ in workers.train_set.samples[:count]]
+        if isinstance(workers.train_set, TarShards):  # data.format=shards: samples by index
+            images, read = list(range(count)), workers.train_set.read
+            decode = lambda i: decode_rgb(read(i)[0], str(i))  # noqa: E731
+        else:
+            images, read, decode = [path for path, _ in workers.train_set.samples[:count]], read_bytes, load_rgb
         batch_size = on_device.batch_size
         keys = [
             [(0, i) for i in range(start, start + batch_size)] for start in range(0, count - batch_size + 1, batch_size)
@@ -122,8 +127,8 @@ def data_bench(overrides: list[str], args) -> dict:
         worker_items, device_items = SeededItems(workers.train_set, 0), SeededItems(on_device.train_set, 0)
         # A worker fetches a batch's items at once (SeededItems.__getitems__), as the DataLoader asks.
         per_worker = {
-            "read the bytes": per_second(read_bytes, paths, args.rounds),
-            "decode (PIL)": per_second(load_rgb, paths, args.rounds),
+            "read the bytes": per_second(read, images, args.rounds),
+            "decode (PIL)": per_second(decode, images, args.rounds),
             "workers pipeline: training item (decode, timm's transform)": batch_size
             * per_second(worker_items.__getitems__, keys, args.rounds),
             "device pipeline: worker's item (read the bytes and the header, draw)": batch_size

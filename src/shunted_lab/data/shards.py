@@ -20,6 +20,9 @@ training order (resumable.ResumableSampler) shuffles the shards, then the sample
 pre-shuffled, and pack shuffles too.
 """
 
+import bisect
+import hashlib
+import itertools
 import json
 import logging
 import os
@@ -32,7 +35,7 @@ import torch
 from braceexpand import braceexpand
 from torch.utils.data import Dataset
 from wids.wids import IndexedTarSamples
-from wids.wids_dl import ULockFile, download_file
+from wids.wids_dl import ULockFile, default_cmds, download_file
 
 from ..exits import ConfigError, DataError
 
@@ -42,6 +45,8 @@ INFO_FILE, CLASSES_FILE = "_info.json", "classes.txt"
 SPLITS = {"train": ("train",), "val": ("validation", "val")}  # our split: the names it has in _info.json
 IMAGE_MEMBERS = (".jpg", ".jpeg", ".png", ".webp")
 OPEN_SHARDS = 16  # per process: the shards of a shuffle window, and the next
+# wids' downloaders, with curl failing on an HTTP error rather than saving the error page as the file.
+DOWNLOADERS = {**default_cmds, **{s: "curl -f -s -L '{url}' -o '{local}'" for s in ("http", "https", "ftp", "ftps")}}
 
 
 def is_remote(location: str) -> bool:
@@ -66,7 +71,7 @@ def fetched(location: str, cache: Path) -> str:
         if not local.exists():
             tmp = local.with_name(f".{local.name}.tmp{os.getpid()}")
             try:
-                download_file(location, str(tmp))
+                download_file(location, str(tmp), handlers=DOWNLOADERS)
                 os.replace(tmp, local)
             except (AssertionError, OSError, ValueError) as e:  # wids asserts the download command's status
                 raise DataError(f"cannot download shard {location}: {e}") from e
@@ -86,11 +91,16 @@ class ShardSet:
         return sum(self.lengths)
 
 
+def info_cache(root: str, cache: Path) -> Path:
+    """Where a remote root's _info.json and classes.txt are kept (shards of several roots share the cache)."""
+    return cache / "info" / hashlib.sha1(root.encode()).hexdigest()[:16]
+
+
 def read_info(root: str, cache: Path) -> dict | None:
     location = joined(root, INFO_FILE)
     if is_remote(location):
         try:
-            location = fetched(location, cache / "info" / str(abs(hash(root))))
+            location = fetched(location, info_cache(root, cache))
         except DataError:
             return None
     try:
@@ -150,7 +160,7 @@ def read_classes(root: str, info: dict | None, num_classes: int | None, cache: P
     """The class names: classes.txt, else indices for data.num_classes or the info's num_classes."""
     location = joined(root, CLASSES_FILE)
     try:
-        names = Path(fetched(location, cache / "info" / str(abs(hash(root))))).read_text().splitlines()
+        names = Path(fetched(location, info_cache(root, cache))).read_text().splitlines()
     except (DataError, FileNotFoundError):
         names = None
     count = num_classes or (info or {}).get("num_classes")
@@ -172,7 +182,7 @@ class TarShards(Dataset):
 
     def __init__(self, shards: ShardSet, cache: Path, prepare, skip_bad: bool = False):
         self.shards, self.cache, self.prepare, self.skip_bad = shards, cache, prepare, skip_bad
-        self.starts = torch.tensor([0, *shards.lengths]).cumsum(0)
+        self.starts = [0, *itertools.accumulate(shards.lengths)]
         self.open: dict[int, IndexedTarSamples] = {}  # per process, least recently used first
         self.unreadable: dict[int, str] = {}  # shard: why, so that it is not opened again
         self.warned: set[int] = set()
@@ -196,13 +206,13 @@ class TarShards(Dataset):
         raise DataError(f"no sample of the {len(self.shards.lengths)} shards from {self.shards.locations[0]} is good")
 
     def shard_of(self, index: int) -> int:
-        return int(torch.searchsorted(self.starts, index, right=True)) - 1
+        return bisect.bisect_right(self.starts, index) - 1
 
     def read(self, index: int) -> tuple[bytes, int, str]:
         shard = self.shard_of(index)
         location = self.shards.locations[shard]
         samples = self._samples(shard)
-        inner = index - int(self.starts[shard])
+        inner = index - self.starts[shard]
         error = None
         if inner >= len(samples):
             error = f"shard {location} holds {len(samples)} samples, fewer than the {self.shards.lengths[shard]} listed"
