@@ -16,6 +16,18 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _wandb_mode_kept():
+    """An offline WandbLogger in a test sets WANDB_MODE for the whole process (Lightning does, for wandb):
+    the tests after it in the same worker would then find W&B offline whatever they set up."""
+    before = os.environ.get("WANDB_MODE")
+    yield
+    if before is None:
+        os.environ.pop("WANDB_MODE", None)
+    else:
+        os.environ["WANDB_MODE"] = before
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A tiny shunted run directory (best checkpoint, metrics.json), analyzed after training (8 images)."""
