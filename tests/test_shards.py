@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import compose_cfg, write_image_folder
+from helpers import TINY, compose_cfg, run_py, write_image_folder
 from hydra.utils import instantiate
 
 from shunted_lab.config import user_step
 from shunted_lab.data.pack import PROGRESS_FILE, main
 from shunted_lab.data.resumable import ResumableSampler, shard_window_order
 from shunted_lab.exits import ConfigError, DataError
-from shunted_lab.training import train
 
 
 def pack_folder(tmp_path: Path, per_shard: int = 5) -> Path:
@@ -169,8 +168,9 @@ def test_bad_shards_are_one_line_naming_the_shard_before_training_or_skipped_and
 def test_a_ddp_run_on_shards_loads_every_training_sample_once_an_epoch_across_ranks_and_workers(tmp_path):
     shards = pack_folder(tmp_path)  # 24 training samples: 3 steps of 4 on each of 2 ranks
     seen = tmp_path / "seen"
-    cfg = compose_cfg(
+    proc = run_py(
         tmp_path,
+        *TINY,
         "data=imagefolder",
         "data.format=shards",
         f"data.root={shards}",
@@ -179,11 +179,13 @@ def test_a_ddp_run_on_shards_loads_every_training_sample_once_an_epoch_across_ra
         "data.num_workers=2",
         "data.shuffle_shards=2",
         "trainer=ddp_cpu",
+        "trainer.strategy=ddp",  # a process per rank started as this one was: their loader workers fork
         "trainer.max_epochs=2",
         "+callbacks.seen._target_=helpers.SeenItems",
         f"+callbacks.seen.path={seen}",
     )
-    train(cfg)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
     loaded = [line.split() for rank in (0, 1) for line in Path(f"{seen}.{rank}").read_text().splitlines()]
     for epoch in ("0", "1"):
         counts = Counter(int(index) for e, index in loaded if e == epoch)
