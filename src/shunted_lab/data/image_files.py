@@ -10,21 +10,20 @@ from ..exits import DataError
 log = logging.getLogger(__name__)
 
 
-def load_rgb(path: str) -> Image.Image:
+def load_rgb(file, name: str | None = None) -> Image.Image:
+    """An image file (a path, or a file object; `name` says which image in errors) as an RGB image."""
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             return image.convert("RGB")
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {e} (set data.skip_bad_images=true to skip such files)") from e
+        raise DataError(
+            f"cannot read image {name or file}: {e} (set data.skip_bad_images=true to skip such files)"
+        ) from e
 
 
 def decode_rgb(data: bytes, name: str) -> Image.Image:
-    """An image file's bytes (read from a tar shard) as an RGB image; `name` says which, in errors."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read image {name}: {e} (set data.skip_bad_images=true to skip such files)") from e
+    """An image file's bytes (read from a tar shard) as an RGB image."""
+    return load_rgb(io.BytesIO(data), name)
 
 
 class DecodedItem:
@@ -68,9 +67,9 @@ def fitting_image_size(side: int | None) -> int:
     return 224 if side is None else min(224, max(32, -(-side // 32) * 32))
 
 
-def fit_image_size(files) -> int:
-    """The input size that fits the images among `files` (a sample of the training split), logged."""
-    side = median_short_side(files)
+def fit_image_size(side: int | None) -> int:
+    """The input size that fits images of this median short side (median_short_side of a sample of
+    the training split), logged."""
     size = fitting_image_size(side)
     log.info(
         "data.image_size=%d: the training images are about %s px on their short side (data.image_size=<px> sets it)",

@@ -2,6 +2,7 @@
 shards (data.format=shards: data/shards.py), with timm's transforms."""
 
 import csv
+import functools
 import io
 import logging
 from pathlib import Path
@@ -131,7 +132,7 @@ class ImageFolderData(ImageData):
             if num_classes is not None and num_classes != len(self.classes):
                 raise ConfigError(f"data.num_classes={num_classes} but data.root={root!r} has {len(self.classes)}")
         self.num_classes = len(self.classes)
-        self.image_size = image_size or fit_image_size(self._sample_images())
+        self.image_size = image_size or fit_image_size(self.sample_short_side)
         keep_timm_posterize()
         common = dict(input_size=self.image_size, mean=tuple(mean), std=tuple(std), interpolation=interpolation)
         self.train_tf = create_transform(
@@ -173,10 +174,14 @@ class ImageFolderData(ImageData):
             )
         return classes
 
+    @functools.cached_property
+    def sample_short_side(self) -> int | None:
+        """The median short side of some training images (read once: it fits data.image_size and
+        hints at upsampling): the first images of up to 8 classes spread over the split (a few
+        directory listings, not a walk of the whole split), or the first samples of the first shard."""
+        return median_short_side(self._sample_images())
+
     def _sample_images(self, classes: int = 8, per_class: int = 4) -> list:
-        """Some training images (paths or file objects) to read the images' sizes from: the first
-        images of up to `classes` classes spread over the split (a few directory listings, not a walk
-        of the whole split), or the first samples of the first shard."""
         if self.format == "shards":
             first = TarShards(self.shards["train"], self.shard_cache, lambda data, *_: io.BytesIO(data))
             return [first[i] for i in range(min(classes * per_class, self.shards["train"].lengths[0]))]
@@ -250,7 +255,7 @@ class ImageFolderData(ImageData):
 
     def _hint_image_size(self) -> None:
         """Warn when the images are 3x or more smaller than data.image_size: upsampling adds compute, not detail."""
-        side = median_short_side(self._sample_images())
+        side = self.sample_short_side
         if side and side * 3 <= self.image_size and self.image_size > 32:
             log.warning(
                 "data.image_size=%d but the training images are about %d px on their short side: each is "

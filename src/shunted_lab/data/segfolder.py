@@ -33,7 +33,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..exits import DataError
 from .base import ImageData
-from .image_files import fit_image_size, load_rgb
+from .image_files import fit_image_size, load_rgb, median_short_side
 
 ADE20K_SPLITS = {"train": "training", "val": "validation"}
 
@@ -149,7 +149,9 @@ class SegmentationFolderData(ImageData):
         self.pairs = {split: self.find_pairs(split) for split in ("train", "val")}
         if image_size is None:  # from 32 training images spread over the split
             train = self.pairs["train"]
-            self.image_size = fit_image_size(image for image, _ in train[:: max(1, len(train) // 32)][:32])
+            self.image_size = fit_image_size(
+                median_short_side(image for image, _ in train[:: max(1, len(train) // 32)][:32])
+            )
 
     @property
     def class_names(self) -> list[str]:
