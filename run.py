@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 # Nothing imported up here loads torch: --help, --cfg and a config error answer in a second or two.
 # The training stack (torch, Lightning, timm) is imported in main() once the config is known good.
-from shunted_lab.config import CONF_DIR, check_config, error_line, missing_extra, unknown_option
+from shunted_lab.config import CONF_DIR, check_config, error_line, missing_extra, unknown_key, unknown_option
 from shunted_lab.exits import (
     EXIT_CONFIG_ERROR,
     EXIT_DATA_ERROR,
@@ -171,8 +171,8 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     # hydra/launcher=ray is our file over the Ray plugin's schema of the same name, on purpose (its keys).
     warnings.filterwarnings("ignore", message="(?s).*is validated against ConfigStore schema with the same name")
-    problem = unknown_option(sys.argv[1:]) or missing_extra(sys.argv[1:])
-    if problem:  # Hydra's own message is a dozen lines; this one names the group and its options
+    problem = unknown_option(sys.argv[1:]) or missing_extra(sys.argv[1:]) or unknown_key(sys.argv[1:])
+    if problem:  # Hydra's own message is four lines or a dozen; this one names the key and what is allowed
         print(f"config error: {problem}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
     main()

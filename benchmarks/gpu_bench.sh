@@ -27,11 +27,8 @@
 #
 #   bash benchmarks/gpu_bench.sh                      # on the GPU machine, from the repository root
 #
-# A GPU machine without hydra-core/omegaconf/antlr4 gets them as wheels, made here once:
-#   pip wheel --no-deps -w .whl hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3
-# then carried (.whl, ignored by git) and installed before the script:
-#   pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
-# The CPU test runs it tiny: DEVICE=cpu MODEL=shunted_nano IMAGE=64 BATCHES=2 MIXERS=vit PRECISION=fp32 ...
+# On the lent GPU machine it runs inside gpu_call.sh, which installs what the machine lacks
+# (benchmarks/gpu_wheels.sh); `DRY_RUN=1 bash benchmarks/gpu_call.sh` runs it tiny on the CPU.
 set -uo pipefail
 RESULTS=${RESULTS:-benchmarks/gpu}
 DEVICE=${DEVICE:-cuda}
@@ -44,9 +41,9 @@ ITERS=${ITERS:-20}
 PEERS=${PEERS:-1}
 MIXERS=${MIXERS:-swin pvt vit}
 GRAPH_MODE=${GRAPH_MODE:-cudagraphs}  # the graph mode of the mixers, the loop, the real run
-RUN_TRAIN=${RUN_TRAIN:-8192}          # the real run: SHAPES training images, 2 epochs
+RUN_TRAIN=${RUN_TRAIN:-4096}          # the real run: SHAPES training images, 2 epochs (generated first:
 RUN_BATCH=${RUN_BATCH:-128}
-RUN_EVAL=${RUN_EVAL:-1024}             # its validation and test images
+RUN_EVAL=${RUN_EVAL:-512}              # about 10 ms each at 224 px), and its validation and test images
 RUN_WORKERS=${RUN_WORKERS:-8}
 RUN_DIR=${RUN_DIR:-/tmp/gpu_bench_run}  # the real run's data and run directory (checkpoints): not results
 STOP_AFTER=${STOP_AFTER:-CUDA graphs: training step captured}  # the real run's log line that arms the SIGTERM
@@ -63,10 +60,29 @@ KILL_AFTER=${KILL_AFTER:-10}
 BUDGET=${BUDGET:-360}
 MIN_STEP=${MIN_STEP:-20}
 PYTHON=${PYTHON:-python}
-export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:src
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT" || exit
+# Absolute: a step that starts run.py from another folder still finds the package.
+export PYTHONUNBUFFERED=1 PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$RESULTS"
 failures=()
 first_batch=${BATCHES%% *}
+
+write_summary() {  # summary.md as it stands: failures first, then every table; rewritten after every step
+    {
+        if [ ${#failures[@]} -eq 0 ]; then
+            echo "All steps finished."
+        else
+            echo "Steps that did not finish (their tables are missing below):"
+            echo
+            printf -- '- %s\n' "${failures[@]}"
+        fi
+        echo
+        for table in "$RESULTS"/*.md; do
+            [ "$table" = "$RESULTS/summary.md" ] || { echo "## $(basename "$table" .md)"; echo; cat "$table"; echo; }
+        done
+    } >"$RESULTS/summary.md"
+}
 
 record() {  # record NAME EXIT_CODE LIMIT: a step's failure, by how it ended
     local name=$1 code=$2 limit=$3
@@ -94,12 +110,15 @@ runnable() {  # runnable NAME: whether enough of BUDGET is left to start the ste
 }
 
 step() {  # step NAME COMMAND...: bounded in time; a failure is recorded with how it ended
-    local name=$1 seconds
+    local name=$1 seconds code
     shift
     runnable "$name" || return 1
     seconds=$(limit)
     timeout -k "$KILL_AFTER" "$seconds" "$@"
     record "$name" $? "$seconds"
+    code=$?
+    write_summary
+    return $code
 }
 
 bench() {  # bench NAME ARGS...: one bench run, its table kept
@@ -144,7 +163,9 @@ real_run() {  # the run a researcher starts: stopped by SIGTERM while replaying,
     if kill -0 "$pid" 2>/dev/null; then
         sleep 2  # replaying by now
         sent=$SECONDS
-        kill -TERM "$pid"  # timeout hands it to the run
+        # To the run itself, not to `timeout`, which would pass it to its whole process group: the loader
+        # workers would die of it and the run would fail (exit 1) instead of saving its step (exit 75).
+        pkill -TERM -P "$pid" || kill -TERM $(cat "/proc/$pid/task/$pid/children")
     fi
     wait "$pid"
     code=$?
@@ -211,11 +232,13 @@ EOF
 bench "shunted_b$first_batch" --batch-size "$first_batch" --attention shunted --mlp detail_specific \
     --modes eager,cudagraphs,compile,cudagraphs-eager --reference $(peer pvt_v2_b2)
 real_run
+write_summary
 echo "== data_pipeline"
 step data_pipeline "$PYTHON" -m shunted_lab.bench --data "data.image_size=$IMAGE" "data.batch_size=$DATA_BATCH" \
     --device "$DEVICE" --make-images "$DATA_IMAGES" --images-dir "$RUN_DIR/jpegs" --loader-workers "$DATA_WORKERS" \
     --rounds 1 --out "$RESULTS/data_pipeline.json"
 jpeg_run
+write_summary
 echo "== loop overhead"
 step loop_overhead "$PYTHON" -m shunted_lab.bench --loop-overhead --device "$DEVICE" --precision "$PRECISION" \
     --models "$MODEL" --image-size "$IMAGE" --batch-size "$first_batch" --modes "$GRAPH_MODE" \
@@ -231,18 +254,6 @@ step segmentation "$PYTHON" benchmarks/segmentation_step.py --device "$DEVICE" -
     --model "$SEG_MODEL" --image-size "$SEG_IMAGE" --batch-size 8 --steps $((WARMUP + ITERS)) \
     --modes "eager,$GRAPH_MODE" --compile-backend "$BACKEND" --out "$RESULTS/segmentation"
 
-{
-    if [ ${#failures[@]} -eq 0 ]; then
-        echo "All steps finished."
-    else
-        echo "Steps that did not finish (their tables are missing below):"
-        echo
-        printf -- '- %s\n' "${failures[@]}"
-    fi
-    echo
-    for table in "$RESULTS"/*.md; do
-        [ "$table" = "$RESULTS/summary.md" ] || { echo "## $(basename "$table" .md)"; echo; cat "$table"; echo; }
-    done
-} >"$RESULTS/summary.md"
+write_summary
 cat "$RESULTS/summary.md"
 [ ${#failures[@]} -eq 0 ]

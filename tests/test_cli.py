@@ -8,6 +8,8 @@ import sys
 
 from helpers import ROOT
 
+from shunted_lab.config import unknown_key
+
 # Each command in turn, in one interpreter (run.py as __main__, as `python run.py` runs it): its exit
 # code, what it printed, and whether torch was imported by then.
 DRIVER = r"""
@@ -39,7 +41,8 @@ def test_help_config_and_errors_answer_without_loading_torch(tmp_path):
         "unknown sweep option": [*run, "-m", "mlp=plain,dwconvv"],
         "config rule": [*run, "data.batch_size=-4", "logger=csv"],
         "report help": ["shunted_lab.report", "--help"],
-        "unknown key": [*run, "data.batchsize=32"],  # Hydra's own message; exit 1
+        "unknown key": [*run, "data.batchsize=32"],
+        "key of another preset": [*run, "data.format=shards"],
     }
     proc = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(list(commands.values()))],
@@ -72,7 +75,39 @@ def test_help_config_and_errors_answer_without_loading_torch(tmp_path):
     assert rule["code"] == 2 and len(errors) == 1 and "data.batch_size=-4 is not allowed" in errors[0]
     assert not list((tmp_path / "logs" / "runs").iterdir())  # Hydra's record of it is removed
 
-    assert answers["report help"]["code"] == 0 and "sweep_dir" in answers["report help"]["out"]
-    assert (
-        answers["unknown key"]["code"] == 1 and "Could not override 'data.batchsize'." in answers["unknown key"]["err"]
+    report_help = answers["report help"]
+    assert report_help["code"] == 0 and "sweep_dir" in report_help["out"] and "paired by seed" in report_help["out"]
+    assert "Holm-adjusted" in report_help["out"] and "--seeds-for" in report_help["out"]
+    for name, line in (
+        ("unknown key", "config error: data.batchsize is not a key of data; did you mean data.batch_size?"),
+        ("key of another preset", "config error: data.format is not a key of data=shapes; the data presets that"),
+    ):
+        assert answers[name]["code"] == 2 and answers[name]["err"].startswith(line), answers[name]
+        assert len(answers[name]["err"].strip().splitlines()) == 1
+
+
+def test_a_mistyped_key_is_named_with_the_key_it_probably_meant():
+    for typed, meant in (
+        ("data.batchsize=3", "data.batch_size"),
+        ("trainer.max_epoch=2", "trainer.max_epochs"),
+        ("optim.weight_decy=0.1", "optim.weight_decay"),
+        ("model.drop_path_rat=0.1", "model.drop_path_rate"),
+        ("seeed=1", "seed"),
+    ):
+        key = typed.split("=")[0]
+        assert (
+            unknown_key([typed])
+            == f"{key} is not a key of {key.rpartition('.')[0] or 'the config'}; did you mean {meant}?"
+        )
+    # The key on the chosen preset, in a sweep, or added with + is no mistake.
+    assert unknown_key(["-m", "data=imagefolder,imagenet", "data.format=shards", "seed=0,1"]) is None
+    assert unknown_key(["data=imagefolder", "data.root=/images"]) is None  # a required key (???) is a key
+    assert unknown_key(["+trainer.val_check_interval=0.5", "attention=pvt", "attention.kwargs.linear=true"]) is None
+
+
+def test_a_key_of_other_presets_names_them():
+    line = unknown_key(["data.pipeline=device"])
+    assert line == (
+        "data.pipeline is not a key of data=shapes; the data presets that take it: imagefolder, imagefolder_small, "
+        "imagenet (e.g. data=imagefolder data.pipeline=device)"
     )

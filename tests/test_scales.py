@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from shunted_lab.data import ShapesData
 from shunted_lab.exits import ConfigError
-from shunted_lab.sweeps import write_report
+from shunted_lab.sweeps.write import write_report
 from shunted_lab.training import train
 from shunted_lab.training.classifier import ImageClassifier
 

@@ -4,6 +4,7 @@ import functools
 import http.server
 import io
 import json
+import shlex
 import tarfile
 import threading
 from collections import Counter
@@ -11,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, compose_cfg, run_py, write_image_folder
+from helpers import TINY, compose_cfg, read_metrics, run_py, write_image_folder
 from hydra.utils import instantiate
 
 from shunted_lab.config import user_step
 from shunted_lab.data.pack import PROGRESS_FILE, main
 from shunted_lab.data.resumable import ResumableSampler, shard_window_order
 from shunted_lab.exits import ConfigError, DataError
+from shunted_lab.training import train
 
 
 def pack_folder(tmp_path: Path, per_shard: int = 5) -> Path:
@@ -70,9 +72,36 @@ def test_pack_writes_the_published_layout_leaves_out_what_does_not_decode_and_a_
     assert [n for n in after if after[n][0] != before[n][0]] == ["images-train-0003.tar"]
     assert after["images-train-0003.tar"][1] == before["images-train-0003.tar"][1]
     assert "train: 24 images in 5 shards" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="holds a pack made with"):
+    with pytest.raises(SystemExit) as stop:
         main([str(tmp_path / "images"), str(shards), "--samples-per-shard=4", "--workers=1"])
+    assert stop.value.code == 2 and "holds a pack made with" in capsys.readouterr().err
     assert json.loads((shards / PROGRESS_FILE).read_text())["arguments"]["samples_per_shard"] == 5
+
+
+def test_pack_prints_a_command_that_trains_on_its_shards(tmp_path, capsys):
+    pack_folder(tmp_path)
+    out = capsys.readouterr().out
+    assert "left out 1 image that did not decode" in out
+    [command] = [line.removeprefix("train on them: ") for line in out.splitlines() if line.startswith("train on")]
+    python, script, *overrides = shlex.split(command)
+    assert (python, script) == ("python", "run.py")
+    cfg = compose_cfg(tmp_path, *overrides, "data.image_size=32")
+    train(cfg)
+    metrics = read_metrics(cfg)
+    assert metrics["config"]["data"]["format"] == "shards" and metrics["global_step"] > 0
+
+
+def test_pack_onto_a_file_or_from_a_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "out.tar").write_text("")
+    cases = {
+        "out.tar is a file": [tmp_path, tmp_path / "out.tar"],
+        "nowhere is not a folder": [tmp_path / "nowhere", tmp_path],
+    }
+    for message, argv in cases.items():
+        with pytest.raises(SystemExit) as stop:
+            main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err
 
 
 def test_the_shard_order_shuffles_whole_runs_of_shards_and_the_devices_share_it_out_once():

@@ -24,11 +24,9 @@ from omegaconf import OmegaConf
 
 from shunted_lab.report import main as report_main
 from shunted_lab.run_dirs import sweep_id_of
-from shunted_lab.sweeps import Job
 from shunted_lab.sweeps import wandb_report as wandb_report_module
 from shunted_lab.sweeps.callback import SweepReport
-from shunted_lab.sweeps.differences import differences_table
-from shunted_lab.sweeps.wandb_run import SUMMARY_TABLE, report_run_id
+from shunted_lab.sweeps.wandb_run import SUMMARY_TABLE, VERDICTS_TABLE, report_run_id
 from shunted_lab.training import train
 from shunted_lab.training.classifier import ImageClassifier
 
@@ -146,7 +144,15 @@ def test_the_sweeps_summary_is_a_wandb_table_in_its_report_run(two_by_two):
     for row in summary_rows(two_by_two):
         assert by_cell[row["cell"]]["val/top1_mean"] == pytest.approx(float(row["val/top1_mean"]))
     figures = {k.split("/")[1] for k in logged["history"] if k.startswith("figures/")}
-    assert figures == {p.stem for p in two_by_two.glob("*.png")}
+    assert figures == {p.stem for p in two_by_two.glob("*.png")} and "verdicts" in figures
+    [verdicts] = run.glob(f"files/media/table/{VERDICTS_TABLE}_*.table.json")
+    verdicts = json.loads(verdicts.read_text())
+    with open(two_by_two / "verdicts.csv") as f:
+        written = list(csv.DictReader(f))
+    assert verdicts["columns"] == list(written[0]) and len(verdicts["data"]) == len(written)
+    row = dict(zip(verdicts["columns"], verdicts["data"][0], strict=True))
+    assert (row["a"], row["b"], row["n"], row["verdict"]) == ("shunted", "vit", 2, "too few seeds")
+    assert row["diff"] == pytest.approx(float(written[0]["diff"]))
 
 
 @pytest.mark.slow
@@ -192,8 +198,9 @@ def test_the_sweeps_wandb_report_offline_and_published_through_a_double(two_by_t
     [coordinates] = panels["ParallelCoordinatesPlot"]
     columns = [(c["metric"]["type"], c["metric"]["name"]) for c in coordinates["columns"]]
     assert columns == [("Config", "attention.name"), ("Config", "mlp.name"), ("SummaryMetric", "val/top1")]
-    table, media = grids[1]["panels"]
+    table, verdicts, media = grids[1]["panels"]
     assert (table["type"], table["table_name"]) == ("WeavePanelSummaryTable", SUMMARY_TABLE)
+    assert (verdicts["type"], verdicts["table_name"]) == ("WeavePanelSummaryTable", VERDICTS_TABLE)
     assert sorted(media["media_keys"]) == sorted(f"figures/{p.stem}" for p in two_by_two.glob("*.png"))
     workspace = json.loads((two_by_two / "wandb_workspace.json").read_text())
     assert workspace["type"] == "Workspace" and workspace["sections"][0]["panels"] == grids[0]["panels"]
@@ -323,19 +330,3 @@ def test_a_job_failing_mid_fit_does_not_leak_its_wandb_run_into_the_next(tmp_pat
     record = next(done.glob(f"wandb/offline-run-*-{run['id']}/*.wandb")).read_bytes()
     assert run["group"].encode() in record and b"val/top1" in record
     assert not list(done.glob(f"wandb/offline-run-*-{failed_id}"))
-
-
-def test_the_differences_table_compares_seeds_and_stars_only_a_gap_beyond_two_standard_errors(tmp_path):
-    def job(attention, mlp, seed, value):
-        return Job(tmp_path, f"attention={attention} mlp={mlp}", str(seed), "completed", [], {"test/miou": value})
-
-    jobs = [job("shunted", "plain", s, v) for s, v in enumerate((0.50, 0.52, 0.54))]
-    jobs += [job("pvt", "plain", s, v) for s, v in enumerate((0.40, 0.41, 0.42))]  # far below: starred
-    jobs += [job("vit", "plain", s, v) for s, v in enumerate((0.45, 0.55, 0.60))]  # within the spread
-    jobs += [job("swin", "plain", 0, 0.3)]  # one seed: no spread, no verdict
-    lines = differences_table(jobs, ["test/miou"], ["all"])
-    rows = {line.split(" | ")[1]: line.split(" | ")[2].rstrip(" |") for line in lines[2:5]}
-    se = ((0.02**2 * 100**2) / 3 + (0.01**2 * 100**2) / 3) ** 0.5
-    assert rows["pvt"] == f"+11.0 +- {se:.1f} *"
-    assert rows["vit"].startswith("-1.3 +- ") and not rows["vit"].endswith("*")
-    assert rows["swin"] == "-"

@@ -13,8 +13,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from shunted_lab.sweeps import group_names, load_jobs, summarize  # noqa: E402
-from shunted_lab.sweeps.differences import FFNS, MIXERS  # noqa: E402
 from shunted_lab.sweeps.plots import group_line  # noqa: E402
+
+MIXERS = ("vit", "pvt", "swin", "shunted")  # the study's grid (conf/experiment/shapes_segmentation.yaml)
+FFNS = ("plain", "detail_specific")
 
 CONDITIONS = (("", "in distribution (64 px)"), ("eval:", "scale shift (128 px)"))
 
@@ -27,7 +29,7 @@ def main(out: str, sweep: str) -> None:
     for column, (prefix, title) in enumerate(CONDITIONS):
         for row, mlp in enumerate(FFNS):
             ax = axes[row][column]
-            for i, attention in enumerate((*MIXERS, "shunted")):
+            for i, attention in enumerate(MIXERS):
                 r = rows.get(f"attention={attention} mlp={mlp}")
                 if r is not None and r["seeds"]:
                     group_line(ax, r, [f"{prefix}test/miou_{g}" for g in groups], (i - 1.5) * 0.05, attention)

@@ -4,11 +4,12 @@ that name what the user can fix.
 Each failure is one ConfigError line naming the key, the value and what is allowed.
 """
 
+import difflib
 import importlib.util
 from pathlib import Path
 
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .exits import ConfigError
 from .files import STOP_SIGNALS
@@ -78,6 +79,83 @@ def unknown_option(overrides: list[str], conf_dir: Path = CONF_DIR) -> str | Non
             if choice not in options and choice != "null":
                 return f"{key}={choice} is not an option of {key}; expected one of {options}"
     return None
+
+
+def unknown_key(overrides: list[str], conf_dir: Path = CONF_DIR) -> str | None:
+    """One line naming a `group.key=value` override whose key the chosen configs lack: the key it most
+    likely meant (a typo), or the presets of its group that have it (data.format on data=shapes). The
+    groups chosen on the command line are composed once to know the keys (a sweep's comma list: its
+    first option). Added keys (+key), removals (~key), Hydra's own keys and anything the composition
+    itself refuses are left to Hydra."""
+    plain = [o for o in overrides if "=" in o and not o.startswith(("-", "+", "~")) and not o.startswith("hydra")]
+    groups = [o for o in plain if (conf_dir / override_key(o)).is_dir()]
+    dotted = [o for o in plain if o not in groups and "/" not in override_key(o)]
+    if not dotted:
+        return None
+    choices = [
+        f"{override_key(o)}={override_value(o).split(',')[0]}"
+        for o in groups
+        if not any(c in override_value(o) for c in "()[]{}*")
+    ]
+    composed = _compose(choices, conf_dir)
+    if composed is None:
+        return None
+    cfg, chosen = composed
+    for override in dotted:
+        key = override_key(override)
+        parent, name = _deepest(cfg, key.split("."))
+        if name is None:
+            continue
+        where = ".".join(parent)
+        node = OmegaConf.select(cfg, where) if where else cfg
+        close = difflib.get_close_matches(name, [str(k) for k in node], n=1, cutoff=0.6)
+        group = parent[0] if parent else None
+        if close:
+            return f"{key} is not a key of {where or 'the config'}; did you mean {'.'.join([*parent, close[0]])}?"
+        if group and len(parent) == 1 and (conf_dir / group).is_dir():
+            having = [
+                option
+                for option in sorted(f.stem for f in (conf_dir / group).glob("*.yaml"))
+                if option != chosen.get(group)
+                and (found := _compose([*choices, f"{group}={option}"], conf_dir))
+                and _deepest(found[0], key.split("."))[1] is None
+            ]
+            if having:
+                return (
+                    f"{key} is not a key of {group}={chosen.get(group)}; the {group} presets that take it: "
+                    f"{', '.join(having)} (e.g. {group}={having[0]} {override})"
+                )
+        return f"{key} is not a key of {where or 'the config'}; its keys: {', '.join(sorted(str(k) for k in node))}"
+    return None
+
+
+def _compose(choices: list[str], conf_dir: Path) -> tuple[DictConfig, dict] | None:
+    """The config with these group choices, and the choice of every group; None where Hydra refuses it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(str(conf_dir), version_base="1.3"):
+            cfg = compose("config", overrides=choices, return_hydra_config=True)
+    except (HydraException, ValueError):
+        return None
+    chosen = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, chosen
+
+
+def _deepest(cfg: DictConfig, parts: list[str]) -> tuple[list[str], str | None]:
+    """(the path that exists, the first part that does not), or (path, None) where the whole key exists or
+    ends below a value that is not a mapping (Hydra's to judge)."""
+    node = cfg
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return parts[:i], None
+        if part not in node.keys():  # `in node` is False for a key whose value is still ??? (required)
+            return parts[:i], part
+        node = node._get_node(part)
+    return parts, None
 
 
 # Options that need an optional extra: (override, the modules it imports, the install command).

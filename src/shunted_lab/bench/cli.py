@@ -169,8 +169,19 @@ def run_entry_in_child(entry: dict, argv: list[str]) -> dict:
         [sys.executable, "-m", "shunted_lab.bench", *argv, "--entry", json.dumps(entry)], capture_output=True, text=True
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark of {label(entry)} failed:\n{proc.stderr[-2000:]}")
+        last = proc.stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        raise RuntimeError(f"benchmark of {label(entry)} failed: {last[0]}\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_results(rounds: list[list[dict]], failures: dict[str, str], meta: dict, args) -> str:
+    """<out>.json and <out>.md of the entries measured so far (the failed ones listed), and the table."""
+    results = [summarise(done, args.batch_size) for done in rounds if done and label(done[0]) not in failures]
+    add_comparisons(results, meta["peak_tflops"])
+    write_json(args.out, {"meta": meta, "results": results, "failures": failures})
+    table = markdown(results, meta) + "".join(f"\n\nFailed: {k}: {why}" for k, why in failures.items())
+    write_text(args.out.with_suffix(".md"), table)
+    return table
 
 
 def main(argv: list[str]) -> int:
@@ -204,23 +215,28 @@ def main(argv: list[str]) -> int:
         else (matmul_peak_tflops(device, PRECISIONS[args.precision]), f"measured {args.precision} matmul")
     )
     todo = entries(args)
-    rounds = [[] for _ in todo]
-    for i in range(args.rounds):
-        for entry, done in zip(todo, rounds, strict=True):
-            done.append(run_entry_in_child(entry, argv))
-            train, infer = (images_per_s(done[-1][f"{p}_seconds"], args.batch_size) for p in ("train", "infer"))
-            print(
-                f"round {i + 1}/{args.rounds} {label(entry)}: train {train:.1f} img/s, infer {infer:.1f} img/s",
-                flush=True,
-            )
-    results = [summarise(done, args.batch_size) for done in rounds]
-    add_comparisons(results, peak)
+    rounds: list[list[dict]] = [[] for _ in todo]
+    failures: dict[str, str] = {}  # an entry's label: why it failed (it is not run again)
     meta = dict(
         vars(args), out=str(args.out), device_name=name, peak_tflops=peak, peak_kind=peak_kind, torch=torch.__version__
     )
     meta.pop("entry")
-    write_json(args.out, {"meta": meta, "results": results})
-    table = markdown(results, meta)
-    write_text(args.out.with_suffix(".md"), table)
+    for i in range(args.rounds):
+        for entry, done in zip(todo, rounds, strict=True):
+            if label(entry) in failures:
+                continue
+            try:
+                done.append(run_entry_in_child(entry, argv))
+            except RuntimeError as e:
+                failures[label(entry)] = str(e).splitlines()[0]
+                print(f"round {i + 1}/{args.rounds} {e}", flush=True)
+            else:
+                train, infer = (images_per_s(done[-1][f"{p}_seconds"], args.batch_size) for p in ("train", "infer"))
+                print(
+                    f"round {i + 1}/{args.rounds} {label(entry)}: train {train:.1f} img/s, infer {infer:.1f} img/s",
+                    flush=True,
+                )
+            # Saved after every entry: a call cut short, or an entry that fails, keeps what was measured.
+            table = write_results(rounds, failures, meta, args)
     print(table)
-    return 0
+    return 1 if failures else 0

@@ -17,10 +17,10 @@ the CPU where there is none, which is how the tests check it):
    and runs each op once on its slice; normalization; random erasing.
 
 The images stay uint8 between ops, rounded or truncated as PIL rounds or truncates, so that each op
-gives PIL's result: exactly for the point ops and the blends, within a grey level for the geometric
-ops (PIL's affine filters, written out) and the resize (tests/test_device_augment.py states the
-tolerances).
-torchvision's v2 functionals do the parameter-free ops (equalize, autocontrast); the ops with a
+gives PIL's result: exactly for the point ops, the blends and the geometric ops (PIL's affine filters
+and its autocontrast table, written out in its own float64 arithmetic), within a grey level for the
+resize (tests/test_device_augment.py states the tolerances).
+torchvision's v2 functional does equalize; the ops with a
 per-sample parameter are written here on torch (torchvision's take one parameter per call; kornia
 takes per-sample parameters but not PIL's semantics, e.g. its posterize and sharpness differ).
 """
@@ -99,21 +99,25 @@ def solarize_add(x, add):
     return torch.where(x < 128, to_uint8(x.float() + column(add)), x)
 
 
-def pil_kernel(t: torch.Tensor, mode: str) -> torch.Tensor:
-    """The filter weight at distance t in PIL's transforms: bicubic with a = -1 (Resample's resize uses
-    -0.5, torch's grid_sample -0.75: each is a few grey levels from PIL here), or bilinear."""
-    t = t.abs()
-    if mode == "bilinear":
-        return (1 - t).clamp_min(0)
-    return torch.where(t <= 1, t**3 - 2 * t**2 + 1, torch.where(t < 2, -(t**3) + 5 * t**2 - 8 * t + 4, 0.0))
+def pil_filter(values: list[torch.Tensor], d: torch.Tensor) -> torch.Tensor:
+    """PIL's interpolation of neighbours `values` at fraction d, in its own arithmetic (Geometry.c): bilinear
+    a + (b - a) d; bicubic (a = -1) as a polynomial in d of the values, not as weights times values, whose
+    sum falls under 1 in float64 and takes a flat level k to k - 1e-13, truncated to k - 1."""
+    if len(values) == 2:
+        a, b = values
+        return a + (b - a) * d
+    v1, v2, v3, v4 = values
+    p2, p3, p4 = -v1 + v3, 2 * (v1 - v2) + v3 - v4, -v1 + v2 - v3 + v4
+    return v2 + d * (p2 + d * (p3 + d * p4))
 
 
 def pil_affine(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor, mode: str) -> torch.Tensor:
     """PIL's Image.transform(size, AFFINE, matrix, resample, fillcolor) per sample: matrix (B, 2, 3)
     maps an output point to its input point, in pixels with pixel centres at +0.5. A point outside
-    the image takes the fill colour; inside, PIL's filter reads edge-clamped neighbours and its
-    result is truncated. Written out as gathers (16 for bicubic), since grid_sample's cubic differs;
-    in float64 as PIL computes, since a truncated result moves by a level where float32 rounds across it."""
+    the image takes the fill colour; inside, PIL's filter reads edge-clamped neighbours, interpolates
+    each row, then the column of row results, and truncates. Written out as gathers (16 for bicubic),
+    since grid_sample's cubic differs; in float64 as PIL computes, since a truncated result moves by a
+    level where float32 rounds across it."""
     n, c, h, w = x.shape
     rows, cols = torch.meshgrid(
         torch.arange(h, device=x.device, dtype=torch.float64) + 0.5,
@@ -124,19 +128,30 @@ def pil_affine(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor, mode: 
     px, py = m[0] * cols + m[1] * rows + m[2], m[3] * cols + m[4] * rows + m[5]
     fx, fy = px - 0.5, py - 0.5
     x0, y0 = fx.floor(), fy.floor()
+    dx, dy = (fx - x0).unsqueeze(1), (fy - y0).unsqueeze(1)
     offsets = range(-1, 3) if mode == "bicubic" else range(2)
-    columns = [((x0 + d).clamp(0, w - 1).long(), pil_kernel(fx - x0 - d, mode).unsqueeze(1)) for d in offsets]
-    flat = x.float().reshape(n, c, h * w)
-    out = torch.zeros(n, c, h, w, device=x.device, dtype=torch.float64)
-    for dy in offsets:
-        rows_in = (y0 + dy).clamp(0, h - 1).long() * w
-        row = sum(
-            flat.gather(2, (rows_in + col).view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w) * weight
-            for col, weight in columns
-        )
-        out += row * pil_kernel(fy - y0 - dy, mode).unsqueeze(1)
+    columns = [(x0 + d).clamp(0, w - 1).long() for d in offsets]
+    flat = x.double().reshape(n, c, h * w)
+
+    def neighbour(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        return flat.gather(2, (row + col).view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+
+    row_results = []
+    for d in offsets:
+        row = (y0 + d).clamp(0, h - 1).long() * w
+        row_results.append(pil_filter([neighbour(row, col) for col in columns], dx))
+    out = pil_filter(row_results, dy)
     outside = ((px < 0) | (px >= w) | (py < 0) | (py >= h)).unsqueeze(1)
     return to_uint8(torch.where(outside, fill.view(1, c, 1, 1).double(), out))
+
+
+def auto_contrast(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageOps.autocontrast: per image and channel, int(v * 255 / (hi - lo) - lo * 255 / (hi - lo))
+    in float64 (its look-up table), clamped; a channel with one level is kept."""
+    lo, hi = x.amin((2, 3), keepdim=True).double(), x.amax((2, 3), keepdim=True).double()
+    scale = 255.0 / (hi - lo).clamp_min(1)
+    stretched = (x.double() * scale + -lo * scale).trunc().clamp(0, 255).to(torch.uint8)
+    return torch.where(hi > lo, stretched, x)
 
 
 def rotation(degrees: torch.Tensor, size: int) -> torch.Tensor:
@@ -175,7 +190,7 @@ def pil_passes(height: int, width: int, size: int) -> tuple[tuple[int, int], tup
 
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x_rel", "translate_y_rel")
 POINT_OPS = {
-    "auto_contrast": lambda x, _: TF.autocontrast(x),
+    "auto_contrast": lambda x, _: auto_contrast(x),
     "equalize": lambda x, _: TF.equalize(x),
     "invert": lambda x, _: 255 - x,
     "posterize": posterize,

@@ -17,14 +17,17 @@ import io
 import json
 import os
 import random
+import shlex
 import sys
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NoReturn
 
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..exits import EXIT_CONFIG_ERROR
 from ..files import atomic_write, write_json, write_text
 
 IMAGE_SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp", ".bmp": "bmp"}
@@ -45,10 +48,10 @@ def class_names(folder: Path) -> list[str]:
     split_classes = {}
     for split in ("train", "val"):
         if not (folder / split).is_dir():
-            sys.exit(f"error: {folder} has no {split}/ folder; expected {split}/<class>/<image> (ImageNet layout)")
+            fail(f"{folder} has no {split}/ folder; expected {split}/<class>/<image> (ImageNet layout)")
         split_classes[split] = sorted(d.name for d in (folder / split).iterdir() if d.is_dir())
     if split_classes["train"] != split_classes["val"] or not split_classes["train"]:
-        sys.exit(f"error: {folder}: train/ and val/ must hold the same, non-empty, set of class folders")
+        fail(f"{folder}: train/ and val/ must hold the same, non-empty, set of class folders")
     return split_classes["train"]
 
 
@@ -111,7 +114,7 @@ def pack(folder: Path, out: Path, name: str, per_shard: int = 1250, workers: int
     progress_path = out / PROGRESS_FILE
     done = json.loads(progress_path.read_text()) if progress_path.exists() else {"arguments": arguments, "shards": {}}
     if done["arguments"] != arguments:
-        sys.exit(f"error: {out} holds a pack made with {done['arguments']}; pack into another folder")
+        fail(f"{out} holds a pack made with {done['arguments']}; pack into another folder")
     for stale in out.glob(".*.tmp*"):  # a killed pack's half-written shards
         stale.unlink()
     todo = [s for s in shards if s not in done["shards"] or not (out / s).exists()]
@@ -154,6 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes writing shards (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="the shuffle of the training samples over the shards")
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        fail(f"{args.out} is a file; give pack a folder to write the shards into (it is made if missing)")
+    if not args.folder.is_dir():
+        fail(f"{args.folder} is not a folder; expected an image folder with train/ and val/ (ImageNet layout)")
     args.out.mkdir(parents=True, exist_ok=True)
     info = pack(
         args.folder, args.out, args.name or args.folder.resolve().name, args.samples_per_shard, args.workers, args.seed
@@ -162,8 +169,19 @@ def main(argv: list[str] | None = None) -> None:
     for split in info["splits"].values():
         print(f"{split['name']}: {split['num_samples']} images in {len(split['filenames'])} shards")
     if skipped:
-        print(f"skipped {skipped} images that do not decode: {args.out / 'skipped.txt'}")
-    print(f"train on them: python run.py data.format=shards data.root={args.out}")
+        print(f"left out {skipped} image{'s' * (skipped != 1)} that did not decode: {args.out / 'skipped.txt'}")
+    print(f"train on them: {train_command(args.out)}")
+
+
+def train_command(out: Path) -> str:
+    """The next step pack prints (tests/test_shards.py runs it)."""
+    return shlex.join(["python", "run.py", "data=imagefolder", "data.format=shards", f"data.root={out.resolve()}"])
+
+
+def fail(message: str) -> NoReturn:
+    """A mistake of the user's: one line, exit 2 (as run.py's config errors)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_CONFIG_ERROR)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ training order (resumable.ResumableSampler) shuffles the shards, then the sample
 pre-shuffled, and pack shuffles too.
 """
 
+from __future__ import annotations
+
 import bisect
 import hashlib
 import itertools
@@ -29,15 +31,16 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
-from braceexpand import braceexpand
 from torch.utils.data import Dataset
-from wids.wids import IndexedTarSamples
-from wids.wids_dl import ULockFile, default_cmds, download_file
 
 from ..exits import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from wids.wids import IndexedTarSamples
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,10 @@ INFO_FILE, CLASSES_FILE = "_info.json", "classes.txt"
 SPLITS = {"train": ("train",), "val": ("validation", "val")}  # our split: the names it has in _info.json
 IMAGE_MEMBERS = (".jpg", ".jpeg", ".png", ".webp")
 OPEN_SHARDS = 16  # per process: the shards of a shuffle window, and the next
-# wids' downloaders, with curl failing on an HTTP error rather than saving the error page as the file.
-DOWNLOADERS = {**default_cmds, **{s: "curl -f -s -L '{url}' -o '{local}'" for s in ("http", "https", "ftp", "ftps")}}
+# wids and braceexpand are imported where shards are read, not with this module: an image folder needs
+# neither, and a machine without them (the lent GPU machine) still trains on folders.
+HTTP = ("http", "https", "ftp", "ftps")
+CURL = "curl -f -s -L '{url}' -o '{local}'"  # fails on an HTTP error rather than saving the error page as the file
 
 
 def is_remote(location: str) -> bool:
@@ -65,13 +70,15 @@ def fetched(location: str, cache: Path) -> str:
     once per machine: other processes wait on a lock) into `cache`."""
     if not is_remote(location):
         return location
+    from wids.wids_dl import ULockFile, default_cmds, download_file
+
     cache.mkdir(parents=True, exist_ok=True)
     local = cache / Path(urlparse(location).path).name
     with ULockFile(f"{local}.lock"):
         if not local.exists():
             tmp = local.with_name(f".{local.name}.tmp{os.getpid()}")
             try:
-                download_file(location, str(tmp), handlers=DOWNLOADERS)
+                download_file(location, str(tmp), handlers=default_cmds | dict.fromkeys(HTTP, CURL))
                 os.replace(tmp, local)
             except (AssertionError, OSError, ValueError) as e:  # wids asserts the download command's status
                 raise DataError(f"cannot download shard {location}: {e}") from e
@@ -124,6 +131,8 @@ def shard_set(root: str, info: dict | None, split: str, pattern, cache: Path) ->
             f"data.root={root!r} has no {INFO_FILE} listing a {'/'.join(SPLITS[split])} split; "
             f"write the shards with `python -m shunted_lab.data.pack`, or give data.{split}_shards (a brace pattern)"
         )
+    from braceexpand import braceexpand
+
     names = (
         list(listed)
         if pattern is None
@@ -148,6 +157,8 @@ def check_local_shard(location: str) -> None:
 
 
 def count_samples(location: str, cache: Path) -> int:
+    from wids.wids import IndexedTarSamples
+
     log.info("counting the samples of %s (not listed in %s)", location, INFO_FILE)
     samples = IndexedTarSamples(path=fetched(location, cache))
     try:
@@ -237,6 +248,8 @@ class TarShards(Dataset):
             self.open[shard] = self.open.pop(shard)  # most recently used last
             return self.open[shard]
         location = self.shards.locations[shard]
+        from wids.wids import IndexedTarSamples
+
         try:
             samples = IndexedTarSamples(path=fetched(location, self.cache))
             end = max((offset + 512 + size for _, offset, size in samples.reader.by_index), default=0)

@@ -15,7 +15,6 @@ from ..exits import EXIT_PREEMPTED, Preempted
 from ..files import write_json
 from ..run_dirs import FAILED_FILE, agent_sweep_id, sweep_id_of
 from .wandb_run import log_sweep_summary
-from .write import write_report
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,8 @@ class SweepReport(Callback):
             write_json(job_dir / FAILED_FILE, {"error": error, "overrides": list(config.hydra.overrides.task)})
             overrides = " ".join(config.hydra.overrides.task)
             log.error("job %s failed (%s): %s", config.hydra.job.num, overrides, error)
+        from .write import write_report  # here, not above: a single run loads this callback, never the report's scipy
+
         rows = write_report(sweep_dir)
         wandb_cfg = OmegaConf.select(config, "logger.wandb")
         if wandb_cfg is not None:
@@ -60,6 +61,8 @@ class SweepReport(Callback):
                 log.warning("sweep summary not logged to W&B: %s", error_line(e))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from .write import write_report
+
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_report(sweep_dir)
         log.info("sweep report: %s", sweep_dir / "summary.md")

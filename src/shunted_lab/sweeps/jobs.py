@@ -35,11 +35,18 @@ class Job:
     error: str | None = None
 
 
+def job_number(overrides_file: Path) -> tuple[int, str]:
+    """Launch order: a job directory is `<hydra.job.num>_<run name>` (10_ after 9_, not after 1_)."""
+    name = overrides_file.parent.parent.name
+    number = name.split("_", 1)[0]
+    return (int(number), name) if number.isdigit() else (-1, name)
+
+
 def load_jobs(sweep_dir: Path) -> tuple[list[Job], list[str]]:
     """The sweep's jobs, and the overrides common to all of them (not part of any cell's name)."""
     found = [
         (f.parent.parent, yaml.safe_load(f.read_text()) or [])
-        for f in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml"))
+        for f in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml"), key=job_number)
     ]
     common = [o for o in (found[0][1] if found else []) if all(o in overrides for _, overrides in found)]
     jobs = []

@@ -124,3 +124,44 @@ def write_erf_plot(rows: list[dict], jobs: list[Job], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "erf_by_cell.png", dpi=100)
     plt.close(fig)
+
+
+def write_verdict_plot(rows: list[dict], path: Path) -> None:
+    """verdicts.png: a forest plot of the paired differences a - b, one panel per metric: the mean, its t
+    interval (thick) and bootstrap interval (thin), coloured by verdict; the line at 0 is no difference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .verdicts import label, metric_name, unit
+
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    if not metrics:
+        path.unlink(missing_ok=True)
+        return
+    per_panel = max(sum(r["metric"] == m for r in rows) for m in metrics)
+    columns = min(2, len(metrics))
+    panels_down = -(-len(metrics) // columns)
+    fig, axes = plt.subplots(
+        panels_down, columns, figsize=(7 * columns, (0.35 * per_panel + 1.2) * panels_down), squeeze=False
+    )
+    colours = {"a better": "tab:green", "b better": "tab:red", "not resolved": "tab:gray", "too few seeds": "silver"}
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        shown = [r for r in rows if r["metric"] == metric][::-1]  # the first row on top
+        scale = 100 if unit(metric) == "points" else 1
+        for y, r in enumerate(shown):
+            colour = colours[r["verdict"]]
+            ax.plot([r["boot_low"] * scale, r["boot_high"] * scale], [y, y], color=colour, lw=1)
+            ax.plot([r["ci_low"] * scale, r["ci_high"] * scale], [y, y], color=colour, lw=3, alpha=0.6)
+            ax.plot(r["diff"] * scale, y, "o", color=colour)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(range(len(shown)), [f"{label(r)} (n={r['n']})" for r in shown], fontsize=8)
+        ax.set_title(f"{metric_name(metric)}: a \u2212 b ({unit(metric)})", fontsize=10)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=3, alpha=0.8) for c in colours.values()]
+    fig.legend(handles, list(colours), loc="lower center", ncol=len(colours), fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -2,11 +2,13 @@
 
 import csv
 import io
+import math
 import re
 from pathlib import Path
 
 from ..files import write_text
 from .aggregate import GROUP_SIZES, SCORE_NAMES, group_keys, reported_groups
+from .verdicts import COLUMNS
 
 EXTRA_DETAIL = re.compile(r"/(iou|pixels|count)_")
 
@@ -23,7 +25,20 @@ def _fmt(mean, std, scale=1.0, digits=1) -> str:
     return "-" if mean is None else f"{mean * scale:.{digits}f} +- {std * scale:.{digits}f}"
 
 
-def write_markdown(rows: list[dict], path: Path, title: str, common: list[str], score: str = "top1") -> None:
+def write_verdicts_csv(rows: list[dict], path: Path) -> None:
+    """verdicts.csv: a row per comparison (verdicts.COLUMNS); an undefined number (one pair: no interval) is empty."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in row.items()})
+    write_text(path, text.getvalue())
+
+
+def write_markdown(
+    rows: list[dict], path: Path, title: str, common: list[str], score: str = "top1", verdicts: list[str] = ()
+) -> None:
+    """summary.md: the cells' table, then `verdicts` (the section's lines), then the other tables."""
     name = SCORE_NAMES[score]
     scores = [f"val/{score}", f"test/{score}"] + (["val/pixel_acc", "test/pixel_acc"] if score == "miou" else [])
     headers = [f"{k.split('/')[0]} {name if k.endswith(score) else 'pixel acc'}" for k in scores]
@@ -47,6 +62,7 @@ def write_markdown(rows: list[dict], path: Path, title: str, common: list[str], 
             f"| {_fmt(r['peak_gpu_memory_mb_mean'], r['peak_gpu_memory_mb_std'], digits=0)} "
             f"| {_fmt(r['wall_time_s_mean'], r['wall_time_s_std'], digits=0)} |"
         )
+    lines += verdicts
     extras = list(dict.fromkeys(k[: -len("_mean")] for r in rows for k in r if ":" in k and k.endswith("_mean")))
     # Per-class IoUs and group sizes stay in summary.csv: a column each would bury the scores here.
     extras = [k for k in extras if not EXTRA_DETAIL.search(k)]

@@ -30,7 +30,7 @@ from ..run_dirs import sweep_id_of, sweep_tag
 from ..wandb_env import wandb_online
 from .aggregate import score_of
 from .jobs import Job, load_jobs
-from .wandb_run import FIGURE_PREFIX, REPORT_JOB_TYPE, SUMMARY_TABLE, log_sweep_summary
+from .wandb_run import FIGURE_PREFIX, REPORT_JOB_TYPE, SUMMARY_TABLE, VERDICTS_TABLE, log_sweep_summary
 
 REPORT_ID_FILE = "wandb_report_id"
 REPORT_SPEC_FILE = "wandb_report.json"
@@ -151,10 +151,14 @@ def build_report(sweep: Sweep, entity: str, project: str) -> wr.Report:
                 runsets=[sweep_runs(sweep, entity, project, "train", f"sweep {sweep.id}: jobs by cell")],
                 panels=comparison_panels(sweep.compared, sweep.score),
             ),
-            wr.H2("Summary (mean +- std over seeds) and figures"),
+            wr.H2("Summary (mean +- std over seeds), verdicts (paired by seed) and figures"),
             wr.PanelGrid(
                 runsets=[sweep_runs(sweep, entity, project, REPORT_JOB_TYPE, f"sweep {sweep.id}: report run")],
-                panels=[wr.WeavePanelSummaryTable(table_name=SUMMARY_TABLE), wr.MediaBrowser(media_keys=sweep.figures)],
+                panels=[
+                    wr.WeavePanelSummaryTable(table_name=SUMMARY_TABLE),
+                    wr.WeavePanelSummaryTable(table_name=VERDICTS_TABLE),
+                    wr.MediaBrowser(media_keys=sweep.figures),
+                ],
             ),
             wr.MarkdownBlock(summary.read_text() if summary.is_file() else "(no summary.md yet)"),
         ],

@@ -1,4 +1,5 @@
-"""A sweep's comparison as a W&B run: the summary table (mean +- std per cell) and the report's figures.
+"""A sweep's comparison as a W&B run: the summary table (mean +- std per cell), the verdicts table
+(verdicts.csv: each pair of values of a swept axis, paired by seed) and the report's figures.
 
 The run is named `report-<sweep id>`, job_type=report, in group `<sweep id>`, tagged `sweep=<sweep id>`
 like the sweep's jobs, in their project. The `SweepReport` callback refreshes it after every job by
@@ -15,6 +16,7 @@ from ..run_dirs import sweep_tag
 from ..wandb_env import wandb_offline
 
 SUMMARY_TABLE = "sweep_summary"
+VERDICTS_TABLE = "sweep_verdicts"
 FIGURE_PREFIX = "figures/"
 REPORT_JOB_TYPE = "report"
 AGENT_VARIABLES = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
@@ -29,6 +31,29 @@ def summary_table(rows: list[dict]):
 
     columns = list(dict.fromkeys(k for r in rows for k in r))
     return wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
+
+
+def verdicts_table(sweep_dir: Path):
+    """verdicts.csv as a W&B table (its numbers as numbers), or None before any comparison."""
+    import csv
+
+    import wandb
+
+    path = Path(sweep_dir) / "verdicts.csv"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        return None
+    return wandb.Table(columns=rows[0], data=[[number(v) for v in row] for row in rows[1:]])
+
+
+def number(text: str):
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return text
 
 
 def log_sweep_summary(sweep_dir: Path, rows: list[dict], sweep_id: str, wandb_cfg: dict) -> str:
@@ -60,7 +85,8 @@ def log_sweep_summary(sweep_dir: Path, rows: list[dict], sweep_id: str, wandb_cf
             figures = {
                 f"{FIGURE_PREFIX}{png.stem}": wandb.Image(str(png)) for png in sorted(Path(sweep_dir).glob("*.png"))
             }
-            run.log({SUMMARY_TABLE: summary_table(rows), **figures})
+            verdicts = verdicts_table(sweep_dir)
+            run.log({SUMMARY_TABLE: summary_table(rows), **({VERDICTS_TABLE: verdicts} if verdicts else {}), **figures})
     finally:
         os.environ.update(agent)
     return run_id

@@ -1,6 +1,7 @@
-"""A sweep's report files in its directory: summary.csv, summary.md and the figures.
+"""A sweep's report files in its directory: summary.csv, summary.md, verdicts.csv and the figures.
 
-A cell is a job's overrides without `seed=`; its seeds are averaged (mean +- sample std). The
+A cell is a job's overrides without `seed=`; its seeds are averaged (mean +- sample std), and every two
+cells that differ on one axis are compared seed by seed (verdicts.py). The
 `SweepReport` callback (callback.py) writes them after every job; `python -m shunted_lab.report`
 writes them for a saved sweep. Jobs running side by side (hydra/launcher=ray) write them under a
 lock in the sweep directory, each reading every job's files inside it: the last writer sees every
@@ -12,8 +13,9 @@ from pathlib import Path
 
 from .aggregate import score_of, summarize
 from .jobs import load_jobs
-from .plots import write_erf_plot, write_group_plot, write_plots
-from .tables import write_csv, write_markdown
+from .plots import write_erf_plot, write_group_plot, write_plots, write_verdict_plot
+from .tables import write_csv, write_markdown, write_verdicts_csv
+from .verdicts import markdown_section, verdict_rows
 
 REPORT_LOCK = ".report.lock"
 
@@ -29,8 +31,11 @@ def write_report(sweep_dir: Path) -> list[dict]:
 def _write_report(sweep_dir: Path) -> list[dict]:
     jobs, common = load_jobs(sweep_dir)
     rows, score = summarize(jobs), score_of(jobs)
+    verdicts = verdict_rows(jobs, common)
     write_csv(rows, sweep_dir / "summary.csv")
-    write_markdown(rows, sweep_dir / "summary.md", f"Sweep {sweep_dir.name}", common, score)
+    write_verdicts_csv(verdicts, sweep_dir / "verdicts.csv")
+    write_markdown(rows, sweep_dir / "summary.md", f"Sweep {sweep_dir.name}", common, score, markdown_section(verdicts))
+    write_verdict_plot(verdicts, sweep_dir / "verdicts.png")
     write_plots(rows, jobs, sweep_dir, score)
     write_group_plot(rows, sweep_dir, score)
     write_erf_plot(rows, jobs, sweep_dir)
