@@ -136,9 +136,10 @@ def main(cfg: DictConfig) -> float | None:
             if done is not None:
                 return done
         if cfg.task in ("eval", "analyze"):
-            from shunted_lab.checkpoints import analyze, evaluate
+            from shunted_lab.checkpoints import analyze_checkpoints, evaluate_checkpoints
 
-            (evaluate if cfg.task == "eval" else analyze)(cfg, list(hydra_cfg.overrides.task))
+            task = evaluate_checkpoints if cfg.task == "eval" else analyze_checkpoints
+            task(cfg, list(hydra_cfg.overrides.task))
             return None
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 

@@ -14,7 +14,7 @@ from shunted_lab.analysis.erf import area_ratio, effective_receptive_fields, inp
 from shunted_lab.analysis.inputs import from_folder, from_split
 from shunted_lab.analysis.suite import attention_statistics
 from shunted_lab.checkpoints.sources import architecture, find_sources, load_model
-from shunted_lab.checkpoints.tasks import analyze
+from shunted_lab.checkpoints.tasks import analyze_checkpoints as analyze
 from shunted_lab.data import ShapesData
 
 

@@ -12,7 +12,7 @@ import torch
 from helpers import ROOT, compose_cfg, official_state_dict, write_image_folder
 
 from shunted_lab.checkpoints.sources import Source, architecture, load_model
-from shunted_lab.checkpoints.tasks import evaluate
+from shunted_lab.checkpoints.tasks import evaluate_checkpoints as evaluate
 from shunted_lab.exits import ConfigError
 
 

@@ -5,7 +5,7 @@ from helpers import compose_cfg, image_folder_cfg, write_image_folder
 from hydra.utils import instantiate
 from timm.data import auto_augment
 
-from shunted_lab.data.augment import POSTERIZE_OPS, posterize
+from shunted_lab.data.augment import POSTERIZE_OPS, timm_posterize
 from shunted_lab.data.image_files import load_rgb, transformed
 from shunted_lab.exits import DataError
 from shunted_lab.training import train
@@ -18,7 +18,7 @@ def test_imagenet_training_transform_survives_20000_draws(tmp_path):
     dm = instantiate(cfg.data)
     path = str(tmp_path / "imagenet/train/a/0.png")
     image = load_rgb(path)
-    assert all(auto_augment.NAME_TO_OP[name] is posterize for name in POSTERIZE_OPS)
+    assert all(auto_augment.NAME_TO_OP[name] is timm_posterize for name in POSTERIZE_OPS)
     for _ in range(20_000):
         assert transformed(dm.train_tf, image, path).shape == (3, 16, 16)
 
@@ -27,9 +27,9 @@ def test_zero_bit_posterize_is_black_as_before_pillow_13():
     from PIL import Image
 
     image = Image.new("RGB", (4, 4), (200, 100, 50))
-    assert posterize(image, 0).getextrema() == ((0, 0),) * 3
-    assert posterize(image, 8) is image
-    assert posterize(image, 1).getpixel((0, 0)) == (128, 0, 0)
+    assert timm_posterize(image, 0).getextrema() == ((0, 0),) * 3
+    assert timm_posterize(image, 8) is image
+    assert timm_posterize(image, 1).getpixel((0, 0)) == (128, 0, 0)
 
 
 def test_a_transform_that_raises_in_a_worker_is_one_line_naming_the_file_and_the_transform(tmp_path, monkeypatch):

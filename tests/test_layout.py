@@ -65,6 +65,30 @@ def test_every_import_points_down_the_layers():
     assert upward == []
 
 
+def public_names(path: Path) -> set[str]:
+    """The classes, functions and constants a module defines at its top level, `_private` ones aside."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {n for n in names if not n.startswith("_") and n not in ("log", "main")}  # main: each CLI's entry
+
+
+def test_no_two_modules_define_the_same_public_name():
+    """One name, one meaning: `MIXERS` or `label` defined twice means two things to a reader."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "reference.py":
+            continue  # the official release's formulation, kept with its own class names on purpose
+        for name in public_names(path):
+            where.setdefault(name, []).append(str(path.relative_to(PACKAGE)))
+    assert {name: paths for name, paths in where.items() if len(paths) > 1} == {}
+
+
 def test_the_readme_lists_the_layers_in_this_order():
     readme = (ROOT / "README.md").read_text()
     listed = readme.split("`tests/test_layout.py`):", 1)[1].split("`run.py` last", 1)[0]

@@ -17,7 +17,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from shunted_lab.checkpoints.tasks import analyze, evaluate
+from shunted_lab.checkpoints.tasks import analyze_checkpoints as analyze
+from shunted_lab.checkpoints.tasks import evaluate_checkpoints as evaluate
 from shunted_lab.data.scenes import ShapesScenesData, generate_scenes
 from shunted_lab.exits import ConfigError, DataError
 from shunted_lab.models.factory import build_model

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
 
 from shunted_lab.checkpoints.sources import architecture, find_sources
-from shunted_lab.checkpoints.tasks import evaluate
+from shunted_lab.checkpoints.tasks import evaluate_checkpoints as evaluate
 from shunted_lab.config import check_config
 from shunted_lab.exits import ConfigError
 from shunted_lab.models import build_model

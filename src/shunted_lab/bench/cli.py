@@ -27,9 +27,9 @@ from ..models.reference import PRESETS
 from .data import data_bench, data_markdown
 from .loop import loop_overhead
 from .measure import (
+    AUTOCAST_DTYPES,
     GPU_BF16_PEAK_TFLOPS,
     MODES,
-    PRECISIONS,
     images_per_s,
     matmul_peak_tflops,
     measure,
@@ -119,7 +119,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--reference", action="store_true", help="add the published formulation with shared weights")
     p.add_argument("--batch-size", type=int, default=8, help="images per step")
     p.add_argument("--image-size", type=int, default=224, help="input side in pixels (square)")
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help="fp32, or autocast to bf16/fp16")
+    p.add_argument("--precision", choices=tuple(AUTOCAST_DTYPES), default="fp32", help="fp32, or autocast to bf16/fp16")
     p.add_argument("--channels-last", action="store_true", help="inputs and weights in channels-last memory format")
     p.add_argument(
         "--modes",
@@ -212,7 +212,7 @@ def main(argv: list[str]) -> int:
     peak, peak_kind = (
         (table_peak, "bf16 spec")
         if table_peak
-        else (matmul_peak_tflops(device, PRECISIONS[args.precision]), f"measured {args.precision} matmul")
+        else (matmul_peak_tflops(device, AUTOCAST_DTYPES[args.precision]), f"measured {args.precision} matmul")
     )
     todo = entries(args)
     rounds: list[list[dict]] = [[] for _ in todo]

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from ..config import CONF_DIR, GRAPH_MODES
 from ..training.cuda_graphs import GraphContext, GraphedAdamW, StaticBatch
-from .measure import COMPILED_MODES, PRECISIONS, backward, optimizer_step, sync
+from .measure import AUTOCAST_DTYPES, COMPILED_MODES, backward, optimizer_step, sync
 
 # The training recipe of a default run (the module has no defaults of its own).
 OPTIM_DEFAULTS = CONF_DIR / "optim" / "default.yaml"
@@ -36,7 +36,7 @@ def loop_overhead(args) -> dict:
         image_size=args.image_size,
     )
     data.setup()
-    autocast = torch.autocast(device.type, dtype=PRECISIONS[args.precision], enabled=args.precision != "fp32")
+    autocast = torch.autocast(device.type, dtype=AUTOCAST_DTYPES[args.precision], enabled=args.precision != "fp32")
 
     def fresh_model():
         """The same model for both loops, compiled as ImageClassifier(compile=...) would compile it."""

@@ -24,7 +24,7 @@ GPU_BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362
 # (and inference) in one CUDA graph, with the blocks compiled or eager (training/cuda_graphs.py).
 MODES = ("eager", "compile", *GRAPH_MODES)
 COMPILED_MODES = ("compile", "cudagraphs")
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build(entry: dict) -> tuple[torch.nn.Module, dict]:
@@ -134,7 +134,9 @@ def measure(entry: dict, args) -> dict:
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).to(memory_format=memory_format)
     y = torch.randint(0, 1000, (args.batch_size,), device=device)
     autocast = (
-        nullcontext() if args.precision == "fp32" else torch.autocast(device.type, dtype=PRECISIONS[args.precision])
+        nullcontext()
+        if args.precision == "fp32"
+        else torch.autocast(device.type, dtype=AUTOCAST_DTYPES[args.precision])
     )
 
     model.eval()

@@ -26,13 +26,13 @@ from ..models.stats import count_gmacs
 from ..run_dirs import EVAL_FILE, METRICS_FILE
 from ..sweeps.write import write_report
 from ..training.console import quiet_libraries
+from ..training.loggers import build_loggers, close_loggers, log_analysis
 from ..training.objectives import build_module, check_data
-from ..training.run_loggers import build_loggers, close_loggers, log_analysis
 from .sources import Source, architecture, find_sources, is_run_dir, load_model
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("val", "test")
+EVAL_SPLITS = ("val", "test")
 
 
 def data_config(cfg: DictConfig, source: Source, overrides: list[str]) -> DictConfig:
@@ -132,12 +132,14 @@ def for_each_checkpoint(cfg: DictConfig, overrides: list[str], work: Callable) -
     return done
 
 
-def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
-    bad = sorted(set(cfg.eval_splits) - set(SPLITS))
+def evaluate_checkpoints(cfg: DictConfig, overrides: list[str]) -> dict:
+    bad = sorted(set(cfg.eval_splits) - set(EVAL_SPLITS))
     if bad or not cfg.eval_splits:
-        raise ConfigError(f"eval_splits={list(cfg.eval_splits)} is not allowed; expected a non-empty list of {SPLITS}")
+        raise ConfigError(
+            f"eval_splits={list(cfg.eval_splits)} is not allowed; expected a non-empty list of {EVAL_SPLITS}"
+        )
     return for_each_checkpoint(cfg, overrides, score)
 
 
-def analyze(cfg: DictConfig, overrides: list[str]) -> dict:
+def analyze_checkpoints(cfg: DictConfig, overrides: list[str]) -> dict:
     return for_each_checkpoint(cfg, overrides, look_inside)

@@ -18,7 +18,7 @@ from timm.data import auto_augment
 POSTERIZE_OPS = ("Posterize", "PosterizeIncreasing", "PosterizeOriginal")
 
 
-def posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+def timm_posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
     """timm's posterize, where 0 bits (or fewer) keeps nothing: a black image, as Pillow < 13 gave."""
     if bits_to_keep >= 8:
         return img
@@ -28,7 +28,7 @@ def posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
 
 
 def keep_timm_posterize() -> None:
-    """Point timm's posterize ops at `posterize`; idempotent. Call before building a policy."""
+    """Point timm's posterize ops at `timm_posterize`; idempotent. Call before building a policy."""
     for name in POSTERIZE_OPS:
         if name in auto_augment.NAME_TO_OP:
-            auto_augment.NAME_TO_OP[name] = posterize
+            auto_augment.NAME_TO_OP[name] = timm_posterize

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INFO_FILE, CLASSES_FILE = "_info.json", "classes.txt"
-SPLITS = {"train": ("train",), "val": ("validation", "val")}  # our split: the names it has in _info.json
+SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val")}  # our split: the names it has in _info.json
 IMAGE_MEMBERS = (".jpg", ".jpeg", ".png", ".webp")
 OPEN_SHARDS = 16  # per process: the shards of a shuffle window, and the next
 # wids and braceexpand are imported where shards are read, not with this module: an image folder needs
@@ -121,14 +121,14 @@ def read_info(root: str, cache: Path) -> dict | None:
 def shard_set(root: str, info: dict | None, split: str, pattern, cache: Path) -> ShardSet:
     """The split's shards: `pattern` (a brace pattern or a list, relative to root) or else the info's."""
     listed = {}
-    for name in SPLITS[split]:
+    for name in SPLIT_NAMES[split]:
         entry = (info or {}).get("splits", {}).get(name)
         if entry:
             listed = dict(zip(entry["filenames"], entry["shard_lengths"], strict=True))
             break
     if pattern is None and not listed:
         raise ConfigError(
-            f"data.root={root!r} has no {INFO_FILE} listing a {'/'.join(SPLITS[split])} split; "
+            f"data.root={root!r} has no {INFO_FILE} listing a {'/'.join(SPLIT_NAMES[split])} split; "
             f"write the shards with `python -m shunted_lab.data.pack`, or give data.{split}_shards (a brace pattern)"
         )
     from braceexpand import braceexpand

@@ -134,7 +134,7 @@ def write_verdict_plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .verdicts import label, metric_name, unit
+    from .verdicts import metric_name, pair_label, unit
 
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     if not metrics:
@@ -156,7 +156,7 @@ def write_verdict_plot(rows: list[dict], path: Path) -> None:
             ax.plot([r["ci_low"] * scale, r["ci_high"] * scale], [y, y], color=colour, lw=3, alpha=0.6)
             ax.plot(r["diff"] * scale, y, "o", color=colour)
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(range(len(shown)), [f"{label(r)} (n={r['n']})" for r in shown], fontsize=8)
+        ax.set_yticks(range(len(shown)), [f"{pair_label(r)} (n={r['n']})" for r in shown], fontsize=8)
         ax.set_title(f"{metric_name(metric)}: a \u2212 b ({unit(metric)})", fontsize=10)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")

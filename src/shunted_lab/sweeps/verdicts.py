@@ -187,7 +187,8 @@ def comparisons(jobs: list[Job], common: list[str]) -> list[Comparison]:
                 if mine in (later, earlier):
                     c = found.setdefault((axis, later, earlier, fixed), Comparison(axis, later, earlier, fixed))
                     (c.a_jobs if mine == later else c.b_jobs).setdefault(job.seed, job)
-    return [c for c in found.values() if c.a_jobs and c.b_jobs]
+    # Axis by axis (in the order the overrides name them), each in the order the jobs met its pairs.
+    return sorted((c for c in found.values() if c.a_jobs and c.b_jobs), key=lambda c: axes.index(c.axis))
 
 
 def metric_keys(jobs: list[Job]) -> list[str]:
@@ -254,7 +255,7 @@ def unit(metric: str) -> str:
     return "points" if is_score(metric) else "img/s"
 
 
-def label(row: dict) -> str:
+def pair_label(row: dict) -> str:
     return f"{row['a']} vs {row['b']}" + (f" ({row['fixed']})" if row["fixed"] else "")
 
 
@@ -263,8 +264,8 @@ def sentence(row: dict) -> str:
     3 pairs, not resolved; about 14 seeds would resolve a difference this size'."""
     m = row["metric"]
     if row["n"] == 0:
-        return f"{label(row)}, {metric_name(m)}: no seed completed on both sides ({row['missing']})"
-    text = f"{label(row)}, {metric_name(m)}: {amount(row['diff'], m)} {unit(m)}"
+        return f"{pair_label(row)}, {metric_name(m)}: no seed completed on both sides ({row['missing']})"
+    text = f"{pair_label(row)}, {metric_name(m)}: {amount(row['diff'], m)} {unit(m)}"
     if math.isfinite(row["ci_low"]):
         text += f" [{amount(row['ci_low'], m)}, {amount(row['ci_high'], m)}]"
     text += f", {row['n']} pair{'s' * (row['n'] != 1)}, "
@@ -326,13 +327,14 @@ def seeds_for_lines(rows: list[dict], difference: float) -> list[str]:
     lines = []
     for r in (r for r in rows if r["metric"] in headline):
         if r["n"] < 2:
-            lines.append(f"{label(r)}, {metric_name(r['metric'])}: no spread yet ({r['n']} pair)")
+            lines.append(f"{pair_label(r)}, {metric_name(r['metric'])}: no spread yet ({r['n']} pair)")
             continue
         spread = r["sd"]
         needed = seeds_needed(difference, spread)
         what = f"more than {MOST_SEEDS:,}" if needed is None else f"{needed}"
+        m = r["metric"]
         lines.append(
-            f"{label(r)}, {metric_name(r['metric'])}: {what} seeds for {amount(difference, r['metric'], sign=False)} "
-            f"{unit(r['metric'])} (spread of the differences {amount(spread, r['metric'], sign=False)}, {r['n']} pairs)"
+            f"{pair_label(r)}, {metric_name(m)}: {what} seeds for {amount(difference, m, sign=False)} {unit(m)} "
+            f"(spread of the differences {amount(spread, m, sign=False)}, {r['n']} pairs)"
         )
     return lines

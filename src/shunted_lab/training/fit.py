@@ -22,13 +22,12 @@ from ..models.stats import count_gmacs, count_params
 from ..run_dirs import HEADLINE, METRICS_FILE, WANDB_ID_FILE, resolve_resume_path
 from .callbacks import ModelSummary, RandomStateCheckpoint, TrainThroughput
 from .checkpoint_io import AtomicCheckpointIO
+from .class_predictions import CONFUSION_MATRIX_MAX_CLASSES, predict_split, wandb_media
 from .console import quiet_libraries
-from .loggers import WandbLogger as LabWandbLogger
-from .mask_media import mask_table, predict_masks, write_mask_grid
+from .loggers import WandbResultsLogger, build_loggers, close_loggers, log_analysis
+from .mask_predictions import mask_table, predict_masks, write_mask_grid
 from .objectives import build_module, check_data
-from .predictions import CONFUSION_MATRIX_MAX_CLASSES, predict_split, wandb_media
 from .preemption import StopSignals
-from .run_loggers import build_loggers, close_loggers, log_analysis
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +100,11 @@ MASK_GRID_IMAGES = 8
 def log_fit_end(loggers: list, module, datamodule, metrics: dict, output_dir: Path) -> None:
     """The run's numbers into its W&B summary (panels compare runs by them), then the best checkpoint's
     validation predictions (classification: a table and a confusion matrix; segmentation: images with
-    their masks, also drawn into the run directory) and artifact (loggers.WandbLogger)."""
+    their masks, also drawn into the run directory) and artifact (loggers.WandbResultsLogger)."""
     start = time.perf_counter()
     masks = None
     if metrics["objective"] == "segmentation":
-        count = max([MASK_GRID_IMAGES] + [lg.num_predictions for lg in loggers if isinstance(lg, LabWandbLogger)])
+        count = max([MASK_GRID_IMAGES] + [lg.num_predictions for lg in loggers if isinstance(lg, WandbResultsLogger)])
         masks = predict_masks(module.model, datamodule, count)
         grid = write_mask_grid(masks, MASK_GRID_IMAGES, output_dir / MASK_GRID_FILE)
         log.info("validation masks: %s", grid)
@@ -113,7 +112,7 @@ def log_fit_end(loggers: list, module, datamodule, metrics: dict, output_dir: Pa
     scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     for logger in (lg for lg in loggers if isinstance(lg, WandbLogger)):
         logger.experiment.summary.update(scalars)
-        if not isinstance(logger, LabWandbLogger):
+        if not isinstance(logger, WandbResultsLogger):
             continue
         media = {}
         if masks is not None and logger.num_predictions:

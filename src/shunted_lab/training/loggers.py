@@ -1,7 +1,9 @@
-"""Our loggers: Lightning's CSVLogger made to survive kills and resumes, and its WandbLogger with what a
-comparison needs from a finished run.
+"""A run's loggers: built from its config (conf/logger), what every task logs to them, and their end;
+and the two logger classes the configs name, Lightning's with what this project needs.
 
-CSVLogger: Lightning's writer deletes an existing metrics.csv when it starts, so resuming into a run
+Used by training (fit.py) and by the tasks on trained checkpoints (checkpoints/tasks.py).
+
+AppendingCSVLogger: Lightning's CSV writer deletes an existing metrics.csv when it starts, so resuming into a run
 directory, or evaluating after `fit` in a process spawned by ddp_spawn, would erase the log of
 the earlier process: this one appends to it, under its header. Lightning also buffers rows for
 100 steps, which a kill -9 loses: flushing whenever a checkpoint is saved keeps the log on disk
@@ -11,10 +13,15 @@ as far as the checkpoint.
 import csv
 from pathlib import Path
 
-from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
-from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from omegaconf import DictConfig, OmegaConf
+
+from ..exits import EXIT_PREEMPTED
+from ..run_dirs import WANDB_ID_FILE, sweep_tag
+from ..wandb_env import wandb_offline
 
 
 class AppendingExperimentWriter(ExperimentWriter):
@@ -31,7 +38,7 @@ class AppendingExperimentWriter(ExperimentWriter):
         return super()._record_new_keys()
 
 
-class CSVLogger(LightningCSVLogger):
+class AppendingCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> AppendingExperimentWriter:
@@ -45,7 +52,7 @@ class CSVLogger(LightningCSVLogger):
         self.save()
 
 
-class WandbLogger(LightningWandbLogger):
+class WandbResultsLogger(WandbLogger):
     """Lightning's WandbLogger, whose run also gets, at the end of fit (`log_fit_end`), the best
     checkpoint as a model artifact (`log_model`), a table of validation predictions and a confusion matrix.
 
@@ -66,7 +73,7 @@ class WandbLogger(LightningWandbLogger):
         self.log_confusion_matrix = confusion_matrix
 
     def log_fit_end(self, media: dict, best_checkpoint: str, metadata: dict) -> None:
-        """The best checkpoint's validation `media` (predictions.wandb_media), and the checkpoint as an artifact."""
+        """The best checkpoint's validation `media` (class_predictions.wandb_media), the checkpoint as an artifact."""
         import wandb
 
         run = self.experiment
@@ -76,3 +83,42 @@ class WandbLogger(LightningWandbLogger):
             artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata=metadata)
             artifact.add_file(best_checkpoint, name=Path(best_checkpoint).name)
             run.log_artifact(artifact, aliases=["best", "latest"])
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        logger_cfg = OmegaConf.to_container(logger_cfg, resolve=True)
+        if logger_cfg["_target_"].endswith(("WandbLogger", "WandbResultsLogger")):  # ours, or Lightning's
+            logger_cfg["offline"] = wandb_offline(logger_cfg["offline"])
+            id_file = Path(cfg.paths.output_dir) / WANDB_ID_FILE
+            if logger_cfg["id"] is None and id_file.is_file():  # a resumed run continues its W&B run
+                logger_cfg.update(id=id_file.read_text().strip(), resume="allow")
+            if logger_cfg.get("log_model") is None:  # a sweep would upload every job's checkpoint
+                logger_cfg["log_model"] = cfg.get("sweep_id") is None
+            if cfg.get("sweep_id") is not None:
+                logger_cfg["tags"] = [*logger_cfg["tags"], sweep_tag(cfg.sweep_id)]
+        loggers.append(instantiate(logger_cfg))
+    return loggers
+
+
+def close_loggers(loggers: list, status: str) -> None:
+    """Flush and close every logger; `status` is success, failed or preempted (W&B marks the run so)."""
+    for logger in loggers:
+        logger.finalize("success" if status == "success" else "failed")
+    if not any(isinstance(lg, WandbLogger) for lg in loggers):
+        return
+    import wandb
+
+    if status == "preempted" and wandb.run is not None:
+        wandb.run.mark_preempting()
+    wandb.finish(exit_code={"success": 0, "failed": 1}.get(status, EXIT_PREEMPTED))
+
+
+def log_analysis(loggers: list, result: dict, out: Path, prefix: str = "analysis") -> None:
+    """The analysis's summary as metrics and, on W&B, its figures as images."""
+    for logger in loggers:
+        logger.log_metrics({f"{prefix}/{k}": v for k, v in result["summary"].items()})
+        if isinstance(logger, WandbLogger):
+            for name in result["figures"]:
+                logger.log_image(key=f"{prefix}/{Path(name).stem}", images=[str(out / name)])
