@@ -32,19 +32,6 @@ from .preemption import StopSignals
 log = logging.getLogger(__name__)
 
 
-def git_commit() -> dict | None:
-    """The commit of this code and whether tracked files differ from it; None outside a git checkout."""
-    repo = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", repo, "diff", "--quiet", "HEAD"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return {"commit": commit.stdout.strip(), "dirty": dirty.returncode != 0}
-
-
 def train(cfg: DictConfig) -> float:
     start = time.perf_counter()
     quiet_libraries()
@@ -69,16 +56,15 @@ def train(cfg: DictConfig) -> float:
             gmacs=gmacs,
         )
         optim = OmegaConf.to_container(cfg.optim, resolve=True)
-        speed = dict(channels_last=cfg.channels_last, compile=cfg.compile)
-        if cfg.compile in GRAPH_MODES:  # clipped inside the graph; Lightning clips only outside (fit_and_evaluate)
-            speed["max_grad_norm"] = cfg.trainer.gradient_clip_val
+        module_clip, trainer_clip = gradient_clipping(cfg)
+        speed = dict(channels_last=cfg.channels_last, compile=cfg.compile, max_grad_norm=module_clip)
         module = user_step("optim", lambda: build_module(cfg.objective.name, model, datamodule, optim, **speed))
 
         # Nothing above writes a file: a config mistake leaves no half-made run behind.
         loggers = build_loggers(cfg)
         status = "failed"
         try:
-            metrics = fit_and_evaluate(cfg, module, datamodule, loggers, summary, start, stop)
+            metrics = fit_and_evaluate(cfg, module, datamodule, loggers, summary, start, stop, trainer_clip)
             status = "success"
         except BaseException as error:
             preempted = Preempted.behind(error)
@@ -93,56 +79,25 @@ def train(cfg: DictConfig) -> float:
     return metrics[cfg.optimized_metric]
 
 
-MASK_GRID_FILE = "val_masks.png"  # a segmentation run's first validation images, ground truth and prediction
-MASK_GRID_IMAGES = 8
-
-
-def log_fit_end(loggers: list, module, datamodule, metrics: dict, output_dir: Path) -> None:
-    """The run's numbers into its W&B summary (panels compare runs by them), then the best checkpoint's
-    validation predictions (classification: a table and a confusion matrix; segmentation: images with
-    their masks, also drawn into the run directory) and artifact (loggers.WandbResultsLogger)."""
-    start = time.perf_counter()
-    masks = None
-    if metrics["objective"] == "segmentation":
-        count = max([MASK_GRID_IMAGES] + [lg.num_predictions for lg in loggers if isinstance(lg, WandbResultsLogger)])
-        masks = predict_masks(module.model, datamodule, count)
-        grid = write_mask_grid(masks, MASK_GRID_IMAGES, output_dir / MASK_GRID_FILE)
-        log.info("validation masks: %s", grid)
-    headline = HEADLINE[metrics["objective"]]
-    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    for logger in (lg for lg in loggers if isinstance(lg, WandbLogger)):
-        logger.experiment.summary.update(scalars)
-        if not isinstance(logger, WandbResultsLogger):
-            continue
-        media = {}
-        if masks is not None and logger.num_predictions:
-            media = {"val/masks": mask_table(masks, logger.num_predictions)}
-        elif masks is None:
-            whole = logger.log_confusion_matrix and datamodule.num_classes <= CONFUSION_MATRIX_MAX_CLASSES
-            if whole or logger.num_predictions:
-                batch = datamodule.batch_size
-                predictions = predict_split(module.model, datamodule, batch, logger.num_predictions, whole=whole)
-                media = wandb_media(predictions, logger.num_predictions, logger.log_confusion_matrix)
-        keys = ("objective", "model", "attention", "mlp", "data", "seed", f"val/{headline}", f"test/{headline}")
-        metadata = {k: metrics[k] for k in keys}
-        logger.log_fit_end(media, metrics["best_checkpoint"], {**metadata, "git": metrics["git"]})
-        log.info("W&B end of fit (predictions, artifact): %.1f s", time.perf_counter() - start)
-
-
-def graph_metrics(module) -> dict:
-    """The graph modes' one-time cost: graphs captured, and the seconds of the eager warm-up steps and
-    captures before them (torch.compile's compilation included); None where nothing was captured."""
-    graphs = module.steps.context
-    if graphs is None or not graphs.capture:
-        return {"cuda_graphs": None, "cuda_graphs_setup_s": None}
-    log.info(
-        "CUDA graphs: %d captured; warm-up and capture, compilation included: %.1f s", graphs.count, graphs.setup_s
-    )
-    return {"cuda_graphs": graphs.count, "cuda_graphs_setup_s": graphs.setup_s}
+def gradient_clipping(cfg: DictConfig) -> tuple[float | None, dict]:
+    """Who clips trainer.gradient_clip_val: in a graph mode the module, inside the captured step
+    (Lightning's clipping would run outside the graph, after the step it replays has applied the
+    gradients), so Lightning is told not to; otherwise Lightning. (the module's max_grad_norm, the
+    Trainer's overrides)."""
+    if cfg.compile in GRAPH_MODES:
+        return cfg.trainer.gradient_clip_val, {"gradient_clip_val": None}
+    return None, {}
 
 
 def fit_and_evaluate(
-    cfg: DictConfig, module, datamodule, loggers: list, summary: dict, start: float, stop: StopSignals
+    cfg: DictConfig,
+    module,
+    datamodule,
+    loggers: list,
+    summary: dict,
+    start: float,
+    stop: StopSignals,
+    trainer_clip: dict,
 ) -> dict:
     # The run's own callbacks after the configured ones: the NaN guard sees a step before it is saved.
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [stop, RandomStateCheckpoint()]
@@ -152,8 +107,7 @@ def fit_and_evaluate(
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # submitit requeues a preempted job (conf/hydra/launcher/slurm.yaml), not Lightning
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    graphed = {"gradient_clip_val": None} if cfg.compile in GRAPH_MODES else {}  # the module clips (train())
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=plugins, **graphed)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=plugins, **trainer_clip)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     code = git_commit()
     wandb_run = None
@@ -206,3 +160,64 @@ def fit_and_evaluate(
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / METRICS_FILE, metrics)
     return metrics
+
+
+MASK_GRID_FILE = "val_masks.png"  # a segmentation run's first validation images, ground truth and prediction
+MASK_GRID_IMAGES = 8
+
+
+def log_fit_end(loggers: list, module, datamodule, metrics: dict, output_dir: Path) -> None:
+    """The run's numbers into its W&B summary (panels compare runs by them), then the best checkpoint's
+    validation predictions (classification: a table and a confusion matrix; segmentation: images with
+    their masks, also drawn into the run directory) and artifact (loggers.WandbResultsLogger)."""
+    start = time.perf_counter()
+    masks = None
+    if metrics["objective"] == "segmentation":
+        count = max([MASK_GRID_IMAGES] + [lg.num_predictions for lg in loggers if isinstance(lg, WandbResultsLogger)])
+        masks = predict_masks(module.model, datamodule, count)
+        grid = write_mask_grid(masks, MASK_GRID_IMAGES, output_dir / MASK_GRID_FILE)
+        log.info("validation masks: %s", grid)
+    headline = HEADLINE[metrics["objective"]]
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    for logger in (lg for lg in loggers if isinstance(lg, WandbLogger)):
+        logger.experiment.summary.update(scalars)
+        if not isinstance(logger, WandbResultsLogger):
+            continue
+        media = {}
+        if masks is not None and logger.num_predictions:
+            media = {"val/masks": mask_table(masks, logger.num_predictions)}
+        elif masks is None:
+            whole = logger.log_confusion_matrix and datamodule.num_classes <= CONFUSION_MATRIX_MAX_CLASSES
+            if whole or logger.num_predictions:
+                batch = datamodule.batch_size
+                predictions = predict_split(module.model, datamodule, batch, logger.num_predictions, whole=whole)
+                media = wandb_media(predictions, logger.num_predictions, logger.log_confusion_matrix)
+        keys = ("objective", "model", "attention", "mlp", "data", "seed", f"val/{headline}", f"test/{headline}")
+        metadata = {k: metrics[k] for k in keys}
+        logger.log_fit_end(media, metrics["best_checkpoint"], {**metadata, "git": metrics["git"]})
+        log.info("W&B end of fit (predictions, artifact): %.1f s", time.perf_counter() - start)
+
+
+def graph_metrics(module) -> dict:
+    """The graph modes' one-time cost: graphs captured, and the seconds of the eager warm-up steps and
+    captures before them (torch.compile's compilation included); None where nothing was captured."""
+    graphs = module.steps.context
+    if graphs is None or not graphs.capture:
+        return {"cuda_graphs": None, "cuda_graphs_setup_s": None}
+    log.info(
+        "CUDA graphs: %d captured; warm-up and capture, compilation included: %.1f s", graphs.count, graphs.setup_s
+    )
+    return {"cuda_graphs": graphs.count, "cuda_graphs_setup_s": graphs.setup_s}
+
+
+def git_commit() -> dict | None:
+    """The commit of this code and whether tracked files differ from it; None outside a git checkout."""
+    repo = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", repo, "diff", "--quiet", "HEAD"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": dirty.returncode != 0}
