@@ -56,25 +56,6 @@ def test_smallest_input_runs_and_smaller_fails_clearly():
         model(torch.randn(1, 3, 28, 32))
 
 
-def test_timm_contract():
-    model = timm.create_model("shunted_s", num_classes=7).eval()
-    cfg = model.pretrained_cfg
-    assert cfg["input_size"] == (3, 224, 224) and cfg["classifier"] == "head"
-    assert len(cfg["mean"]) == len(cfg["std"]) == 3
-    assert isinstance(model.get_submodule(cfg["first_conv"]), torch.nn.Conv2d)
-    x = torch.randn(2, 3, 96, 96)
-    features = model.forward_features(x)
-    assert features.shape == (2, 512, 3, 3)
-    assert model.forward_head(features, pre_logits=True).shape == (2, model.num_features)
-    assert torch.allclose(model.forward_head(features), model(x), atol=1e-6)
-    final, intermediates = model.forward_intermediates(x, indices=2)
-    assert [t.shape[1] for t in intermediates] == [256, 512] and torch.equal(final, features)
-    model.reset_classifier(0)
-    assert model(x).shape == (2, 512)
-    model.reset_classifier(3)
-    assert model(x).shape == (2, 3)
-
-
 def test_features_only():
     model = timm.create_model("shunted_t", features_only=True, out_indices=(1, 2, 3))
     assert model.feature_info.reduction() == [8, 16, 32]

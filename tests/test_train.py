@@ -15,6 +15,7 @@ from shunted_lab.exits import ConfigError
 from shunted_lab.models import FFNS, MIXERS
 from shunted_lab.models.factory import build_model
 from shunted_lab.training import train
+from shunted_lab.training.classifier import ImageClassifier
 
 # One epoch over a few SHAPES batches: enough to write a checkpoint and its metrics.
 SMALL_RUN = ("data.num_train=128", "data.num_val=64", "data.num_test=64", "trainer.max_epochs=1")
@@ -202,7 +203,17 @@ def test_config_rules_fail_with_one_line_naming_the_key(tmp_path, overrides, mat
     assert not (tmp_path / "out").exists()
 
 
-def test_recipe_switches_train(tmp_path):
+def test_recipe_switches_train(tmp_path, monkeypatch):
+    batches = []  # (the images, the labels, what the step trained on), per training step
+    original = ImageClassifier.inputs_and_targets
+
+    def spy(module, batch):
+        images, labels = batch[0].clone(), batch[1].clone()  # Mixup mixes in place
+        mixed, targets = original(module, batch)
+        batches.append((images, labels, mixed, targets))
+        return mixed, targets
+
+    monkeypatch.setattr(ImageClassifier, "inputs_and_targets", spy)
     cfg = compose_cfg(
         tmp_path,
         "optim=official",  # Mixup 0.8 / CutMix 1.0 with soft-target loss
@@ -217,7 +228,11 @@ def test_recipe_switches_train(tmp_path):
     assert not [w for w in caught if "in eval mode" in str(w.message)]  # the EMA copy is not a stray eval module
     metrics = read_metrics(cfg)
     assert 0.0 <= metrics["val_ema/top1"] <= 1.0 and "val_ema/loss" in metrics
-    assert metrics["config"]["optim"]["mixup"] == 0.8 and metrics["global_step"] == 4
+    assert metrics["global_step"] == 4 == len(batches)
+    # Mixup/CutMix ran: every step trained on blended images and soft targets, not the batch as drawn.
+    for images, labels, mixed, targets in batches:
+        assert targets.shape == (len(labels), 10) and not torch.equal(mixed, images)
+        assert torch.allclose(targets.sum(1), torch.ones(len(labels))) and targets.max() < 1
 
 
 def test_ema_copy_is_evaluated_in_eval_mode(tmp_path):
