@@ -4,10 +4,10 @@ own training images/s and its scores. Each commit is unpacked with `git archive`
 new user's first run does. Rounds alternate the commits, so that a machine whose speed drifts slows
 them alike.
 
-    python benchmarks/default_run_ab.py --commits fda4078,HEAD --out benchmarks/cpu_default_run_ab \\
+    python benchmarks/default_run_ab.py --commits fda4078,HEAD --out benchmarks/results/cpu_default_run_ab \\
         -- attention=shunted mlp=detail_specific
     python benchmarks/default_run_ab.py --commits ee4d83e,fda4078,HEAD --rounds 2 \\
-        --out benchmarks/cpu_throughput_ab -- logger=csv data.num_train=3000 trainer.max_epochs=2
+        --out benchmarks/results/cpu_throughput_ab -- logger=csv data.num_train=3000 trainer.max_epochs=2
 
 Arguments after `--` are the run's (W&B, without credentials, goes offline as in any run). Writes
 <out>.json and <out>.md.

@@ -1,7 +1,7 @@
 """The image-folder presets on real small images: both learn them in a minute or two.
 
     pip install scikit-learn   # ships the images: UCI handwritten digits, 1,797 of 8x8 px, 10 classes
-    python benchmarks/imagefolder_small.py [--data imagefolder] [--out benchmarks/cpu_imagefolder_small.json] \
+    python benchmarks/imagefolder_small.py [--data imagefolder] [--out benchmarks/results/cpu_imagefolder_small.json] \
         [-- extra overrides]
 
 Writes the digits as PNGs in the image-folder layout (a fixed 80/20 split per class), runs

@@ -6,7 +6,7 @@ or more) at 64 px: the device pipeline should
 reach the workers pipeline's top-1 within the spread over seeds, since it applies the same
 augmentation to the same draws (docs/data.md).
 
-    python benchmarks/pipeline_ab.py --out benchmarks/cpu_pipeline_ab
+    python benchmarks/pipeline_ab.py --out benchmarks/results/cpu_pipeline_ab
 
 Each run is `run.py` in a fresh root (default_run_ab.run_once), seeds alternating the pipelines.
 Writes <out>.json and <out>.md.

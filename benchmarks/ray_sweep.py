@@ -1,7 +1,7 @@
 """A 4-job sweep under hydra/launcher=ray with two logical GPUs, against Hydra's basic launcher: each
 job's start and end, and the sweep's wall time.
 
-    python benchmarks/ray_sweep.py --out benchmarks/cpu_ray_sweep
+    python benchmarks/ray_sweep.py --out benchmarks/results/cpu_ray_sweep
 
 On a CPU machine `+hydra.launcher.ray.init.num_gpus=2` declares two GPUs to Ray: each job asks for
 one, so two run at once, each with its own CUDA_VISIBLE_DEVICES (torch sees no GPU either way) and

@@ -1,7 +1,7 @@
 """The default segmentation run against its budget: `python run.py objective=segmentation` timed from the
 outside, and its scores beside those of predicting the background everywhere on the same splits.
 
-    python benchmarks/segmentation_default_run.py --out benchmarks/cpu_segmentation_default_run
+    python benchmarks/segmentation_default_run.py --out benchmarks/results/cpu_segmentation_default_run
 
 Writes <out>.json and <out>.md; the run itself goes to a temporary directory.
 """

@@ -1,7 +1,7 @@
 """The cost of one segmentation training step: peak memory and step time of a preset under the Semantic
 FPN head, at the ADE20K crop size by default (150 classes, 512 x 512, batch 2 per device).
 
-    python benchmarks/segmentation_step.py --out benchmarks/cpu_segmentation_shunted_s_512_b2
+    python benchmarks/segmentation_step.py --out benchmarks/results/cpu_segmentation_shunted_s_512_b2
     python benchmarks/segmentation_step.py --device cuda --precision bf16 --modes eager,compile --batch-size 8 --out ...
 
 `--model` is a model config (conf/model: nano, shunted_t, shunted_s, shunted_b).

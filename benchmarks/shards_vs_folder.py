@@ -1,6 +1,6 @@
 """Reading training images from tar shards against the same images as a folder, on this machine's disk.
 
-    python benchmarks/shards_vs_folder.py --out benchmarks/cpu_shards_vs_folder
+    python benchmarks/shards_vs_folder.py --out benchmarks/results/cpu_shards_vs_folder
 
 Writes `--images` JPEGs at ImageNet's sizes (bench/data.py's make_jpegs: about 105 KB each, 8 classes)
 as an image folder, packs them (python -m shunted_lab.data.pack, 1250 samples a shard as ImageNet's),

@@ -1,6 +1,6 @@
 """How fast a signalled run stops, what it saved, and whether its rerun ends as an uninterrupted run.
 
-    python benchmarks/stop_signals.py --out benchmarks/cpu_stop_signals
+    python benchmarks/stop_signals.py --out benchmarks/results/cpu_stop_signals
 
 Runs a tiny SHAPES run (960 training images, batch 16, 2 epochs: 120 steps) once uninterrupted,
 then once per case below: the signal is sent from outside when the run reaches the case's point

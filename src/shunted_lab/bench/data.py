@@ -1,7 +1,7 @@
 """`--data`: how fast the input pipeline delivers training images, for both data.pipeline options.
 
     python -m shunted_lab.bench --data data=imagenet data.root=/data/imagenet
-    python -m shunted_lab.bench --data --make-images 512 --out benchmarks/cpu_data_pipeline.json
+    python -m shunted_lab.bench --data --make-images 512 --out benchmarks/results/cpu_data_pipeline.json
 
 Per loader worker process (this process, one torch thread: what a DataLoader worker has), in images/s:
 reading a file's bytes, decoding it (PIL, as the workers pipeline does), the `workers` pipeline's
