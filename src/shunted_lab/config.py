@@ -15,7 +15,8 @@ from .exits import ConfigError
 from .files import STOP_SIGNALS
 from .run_dirs import resolve_resume_path
 
-# The Hydra configs ship inside the package, so that an installed copy finds them as a checkout does.
+# The Hydra configs: conf/ at the top of the checkout, linked here so that the package ships them and an
+# installed copy finds them as a checkout does.
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 # A config file's way to demand a key from the command line where `???` cannot: an experiment's `???`
 # does not replace the value a group already gave (OmegaConf's merge keeps it).
