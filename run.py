@@ -37,10 +37,12 @@ from shunted_lab.files import write_json
 from shunted_lab.run_dirs import (
     FAILED_FILE,
     HEADLINE,
+    JOB_FILE,
     METRICS_FILE,
     PREEMPTED_FILE,
     agent_sweep_id,
     last_checkpoint,
+    set_aside_other_job,
     sweep_id_of,
 )
 
@@ -55,9 +57,14 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def resume_interrupted(cfg: DictConfig, output_dir: Path, in_sweep: bool) -> float | None:
+def resume_interrupted(cfg: DictConfig, output_dir: Path, in_sweep: bool, overrides: list[str]) -> float | None:
     """Running a command again continues it: a sweep skips its completed jobs, and a run or job stopped
-    before its end (by a signal, a kill, a failure) resumes from its checkpoints/last.ckpt."""
+    before its end (by a signal, a kill, a failure) resumes from its checkpoints/last.ckpt. A sweep job
+    continues only the job with its own overrides: another's files are set aside (run_dirs)."""
+    if in_sweep:
+        kept = set_aside_other_job(output_dir, overrides)
+        if kept is not None:
+            log.warning("%s held a job with other overrides; its files are kept in %s", output_dir.name, kept)
     metrics = output_dir / METRICS_FILE
     if in_sweep and metrics.is_file():
         done = json.loads(metrics.read_text())
@@ -132,9 +139,12 @@ def main(cfg: DictConfig) -> float | None:
             return None
         if cfg.task == "train":
             check_config(cfg)
-            done = resume_interrupted(cfg, output_dir, in_sweep)
+            overrides = list(hydra_cfg.overrides.task)
+            done = resume_interrupted(cfg, output_dir, in_sweep, overrides)
             if done is not None:
                 return done
+            if in_sweep:
+                write_json(output_dir / JOB_FILE, {"overrides": overrides})
         if cfg.task in ("eval", "analyze"):
             from shunted_lab.checkpoints import analyze_checkpoints, evaluate_checkpoints
 

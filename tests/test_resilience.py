@@ -24,6 +24,7 @@ from helpers import (
 )
 
 from shunted_lab.exits import ConfigError, DataError, NonFiniteLossError
+from shunted_lab.run_dirs import JOB_FILE, set_aside_other_job
 from shunted_lab.training import train
 
 
@@ -205,6 +206,42 @@ def test_rerunning_a_sweep_skips_completed_jobs_and_reruns_the_rest(tmp_path):
     assert f"{kept.parent.name} is complete (metrics.json); skipped" in output
     assert kept.read_text() == kept_before and lost.is_file()
     assert "skipped" not in output.split(lost.parent.name)[-1].splitlines()[0]
+
+
+def test_a_job_directory_left_by_a_job_with_other_overrides_is_set_aside_whole(tmp_path):
+    job = tmp_path / "0_shunted-detail_specific-seed0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / "checkpoints").mkdir()
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"trained with lr 0.001")
+    (job / "metrics.json").write_text('{"val/top1": 0.5}')
+    (job / "run.log").write_text("this job's log, open\n")
+    (job / JOB_FILE).write_text(json.dumps({"overrides": ["optim.lr=0.001", "seed=0"]}))
+    assert set_aside_other_job(job, ["seed=0", "optim.lr=0.001"]) is None  # the same job, in another order
+    kept = set_aside_other_job(job, ["optim.lr=0.003", "seed=0"])
+    assert kept == job / "superseded" / "0"
+    assert sorted(p.name for p in job.iterdir()) == [".hydra", "run.log", "superseded"]
+    assert (kept / "checkpoints" / "last.ckpt").read_bytes() == b"trained with lr 0.001"
+    assert sorted(p.name for p in kept.iterdir()) == ["checkpoints", JOB_FILE, "metrics.json"]
+    assert set_aside_other_job(job, ["optim.lr=0.003", "seed=0"]) is None  # nothing of another job is left
+
+
+@pytest.mark.slow
+def test_a_rerun_with_other_parameters_under_the_same_job_numbers_never_takes_the_old_results(tmp_path):
+    """As an unseeded search's rerun gives trial 0 other parameters: job 0 trains afresh, its earlier
+    files kept aside; job 1, the same job, is skipped."""
+    command = [*TINY, *SHAPES_TINY, "logger=csv", "hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path}/sweep"]
+    assert run_py(tmp_path, *command, "optim.lr=0.001,0.002").wait(timeout=600) == 0
+    first, second = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    second_before = second.read_text()
+    rerun = run_py(tmp_path, *command, "optim.lr=0.003,0.002")
+    output, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, output[-3000:]
+    assert json.loads(first.read_text())["config"]["optim"]["lr"] == 0.003
+    old = first.parent / "superseded" / "0"
+    assert json.loads((old / "metrics.json").read_text())["config"]["optim"]["lr"] == 0.001
+    assert f"{first.parent.name} held a job with other overrides; its files are kept in {old}" in output
+    assert f"{second.parent.name} is complete (metrics.json); skipped" in output
+    assert second.read_text() == second_before
 
 
 @pytest.mark.slow

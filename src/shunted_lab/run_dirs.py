@@ -6,6 +6,7 @@ resolvers registered here name those directories before Hydra's runtime config e
 """
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -16,6 +17,8 @@ METRICS_FILE = "metrics.json"  # a finished run's (or task's) numbers and its re
 FAILED_FILE = "failed.json"  # a sweep job that failed: its one-line error and overrides
 PREEMPTED_FILE = "preempted.json"  # a run stopped by a signal: the signal, the step saved, how to resume
 WANDB_ID_FILE = "wandb_run_id"  # a resumed run continues this W&B run
+JOB_FILE = "job.json"  # a sweep job's overrides, written as it starts: a rerun resumes the same job only
+SUPERSEDED_DIR = "superseded"  # what a job with other overrides left in a job directory, kept
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 # Written into a job directory after training, by `task=eval` and by the analysis; the sweep report
@@ -76,3 +79,23 @@ def resolve_resume_path(ckpt_path: str | None, output_dir: str | Path) -> str | 
             f"ckpt_path=last: no {last}; point hydra.run.dir at the run to resume, or give ckpt_path=<file>"
         )
     return str(last)
+
+
+def set_aside_other_job(job_dir: Path, overrides: list[str]) -> Path | None:
+    """Move what an earlier job with other overrides left in `job_dir` into superseded/<n>/, and return
+    that folder; None where the directory holds no other job's files.
+
+    A sweep's job directory is named by its number and run name, and a search (Optuna) can give the
+    same number other parameters on a rerun: its result must not be skipped over as this job's, nor
+    its checkpoint resumed with other parameters, nor its files overwritten. Hydra's own record
+    (.hydra/, already this job's) and the open log stay. A directory from before job.json existed
+    is trusted as before."""
+    record = job_dir / JOB_FILE
+    if not record.is_file() or sorted(json.loads(record.read_text())["overrides"]) == sorted(overrides):
+        return None
+    kept = job_dir / SUPERSEDED_DIR / str(len(list((job_dir / SUPERSEDED_DIR).glob("*"))))
+    kept.mkdir(parents=True)
+    for path in job_dir.iterdir():
+        if path.name not in (".hydra", SUPERSEDED_DIR) and path.suffix != ".log":
+            path.rename(kept / path.name)
+    return kept
