@@ -104,6 +104,15 @@ def test_every_config_ships_inside_the_package(tmp_path):
     assert CONF_DIR.resolve() == ROOT / "conf" and len(configs) > 50 and shipped == configs
 
 
+def test_the_subcommands_are_the_flags_they_stand_for():
+    assert parse_args(["loop", "--batch-size", "4"]) == parse_args(["--loop-overhead", "--batch-size", "4"])
+    data = parse_args(["data", "data=imagenet", "data.root=/x", "--loader-workers", "1,4"])
+    assert data.data == ["data=imagenet", "data.root=/x"] and data.loader_workers == [1, 4]
+    assert data == parse_args(["--data", "data=imagenet", "data.root=/x", "--loader-workers", "1,4"])
+    models = parse_args(["models", "--models", "shunted_t"])
+    assert models == parse_args(["--models", "shunted_t"]) and not models.loop_overhead and models.data is None
+
+
 def test_op_times_refuse_cuda():
     with pytest.raises(SystemExit):
         parse_args(["--op-times", "--device", "cuda"])

@@ -78,19 +78,30 @@ def entries(args) -> list[dict]:
     return out
 
 
-EXAMPLES = """examples:
-  python -m shunted_lab.bench --models shunted_nano --image-size 64 --attention shunted,pvt,swin,vit
-  python -m shunted_lab.bench --models shunted_s --reference --peers pvt_v2_b2 --batch-size 8
-  python -m shunted_lab.bench --device cuda --precision bf16 --batch-size 64 --modes eager,cudagraphs --profile
-  python -m shunted_lab.bench --loop-overhead --models shunted_nano --image-size 64 --batch-size 128
-  python -m shunted_lab.bench --data data=imagenet data.root=/data/imagenet --loader-workers 1,2,4,8
+EXAMPLES = """what to measure (the first word; `models` when none is given):
+  models  the models' training and inference steps (the default)
+  loop    Lightning against a bare loop over the same step, and SHAPES loading (old flag: --loop-overhead)
+  data    the input pipeline, per loader worker and in the DataLoader (old flag: --data)
+
+examples:
+  python -m shunted_lab.bench models --models shunted_nano --image-size 64 --attention shunted,pvt,swin,vit
+  python -m shunted_lab.bench models --models shunted_s --reference --peers pvt_v2_b2 --batch-size 8
+  python -m shunted_lab.bench models --device cuda --precision bf16 --batch-size 64 --modes eager,cudagraphs --profile
+  python -m shunted_lab.bench loop --models shunted_nano --image-size 64 --batch-size 128
+  python -m shunted_lab.bench data data=imagenet data.root=/data/imagenet --loader-workers 1,2,4,8
 
 Results: --out (JSON) and the same name with .md; benchmarks/README.md lists the committed ones."""
 
 
+# A subcommand is the flag it stands for, so that the flags of earlier commands keep working.
+SUBCOMMANDS = {"models": [], "loop": ["--loop-overhead"], "data": ["--data"]}
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    if argv and argv[0] in SUBCOMMANDS:
+        argv = [*SUBCOMMANDS[argv[0]], *argv[1:]]
     p = argparse.ArgumentParser(
-        prog="python -m shunted_lab.bench",
+        prog="python -m shunted_lab.bench [models | loop | data]",
         description=__doc__.split("\n\n")[0],
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
