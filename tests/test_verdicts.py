@@ -120,6 +120,18 @@ def test_a_resolved_difference_is_named_and_a_missing_seed_is_not_dropped_silent
     assert mixers["n"] == 4 and mixers["diff"] == pytest.approx(0.01, abs=0.003) and mixers["missing"] == ""
 
 
+def test_a_comparison_left_unresolved_always_needs_more_seeds_than_it_has(tmp_path):
+    """Seeds are planned at the level Holm asks of the metric's comparisons, so that a count resolves."""
+    rng = np.random.default_rng(5)
+    for number, (mixer, seed) in enumerate((m, s) for m in ("vit", "pvt", "swin", "shunted") for s in range(4)):
+        value = 0.6 + 0.02 * ("vit", "pvt", "swin", "shunted").index(mixer) + rng.normal(0, 0.02)
+        metrics = {"val/top1": value, "test/top1": value}
+        fake_job(tmp_path, f"{number}_{mixer}-plain-seed{seed}", [f"attention={mixer}", f"seed={seed}"], metrics)
+    rows = verdict_rows(*load_jobs(tmp_path))
+    unresolved = [r for r in rows if r["verdict"] == "not resolved" and r["seeds_needed"] is not None]
+    assert len(unresolved) >= 3 and all(r["seeds_needed"] > r["n"] for r in unresolved)
+
+
 @pytest.fixture(scope="module")
 def pvt_vs_shunted(tmp_path_factory) -> Path:
     """A real sweep: attention=pvt,shunted x seed=0,1,2 at the tiny size."""

@@ -22,8 +22,10 @@ Per row and metric (higher is better for every one of them: top-1, mIoU, images/
 - `p_a_better`: the probability of improvement, the share of pairs where a beats b (a tie counts half);
 - `verdict`: `a better` or `b better` where p_holm < 0.05 (its t interval then excludes 0), else `not
   resolved`; `too few seeds` under 3 pairs;
-- `seeds_needed`: the pairs a paired t-test at 0.05 (unadjusted) needs to detect the observed difference
-  with 80% power, given the observed spread of the differences; empty where the difference is 0.
+- `seeds_needed`: the pairs a paired t-test needs to detect the observed difference with 80% power,
+  given the observed spread of the differences, at 0.05 divided by the number of the metric's
+  comparisons (the level Holm asks of the smallest p, so that a count is one that would resolve);
+  empty where the difference is 0.
 """
 
 import math
@@ -94,7 +96,7 @@ def paired(a: list[float], b: list[float]) -> dict:
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     n = len(d)
     row = dict.fromkeys(("diff", "sd", "ci_low", "ci_high", "boot_low", "boot_high", "p", "p_a_better"), math.nan)
-    row |= dict(n=n, seeds_needed=None)
+    row["n"] = n
     if n:
         row |= dict(diff=float(d.mean()), p_a_better=float(np.mean(d > 0) + 0.5 * np.mean(d == 0)))
     if n < 2:
@@ -115,7 +117,6 @@ def paired(a: list[float], b: list[float]) -> dict:
     p = 1.0 if not d.any() else float(test.pvalue)
     row |= dict(ci_low=float(interval.low), ci_high=float(interval.high), p=p)
     row |= dict(boot_low=float(boot.low), boot_high=float(boot.high), sd=float(d.std(ddof=1)))
-    row["seeds_needed"] = seeds_needed(row["diff"], row["sd"])
     return row
 
 
@@ -217,11 +218,18 @@ def verdict_rows(jobs: list[Job], common: list[str]) -> list[dict]:
             row |= paired([v for v, _ in values], [v for _, v in values])
             row["missing"] = missing
             metric_rows.append(row)
+        family = planning_level(metric_rows)
         for row, adjusted in zip(metric_rows, holm([r["p"] for r in metric_rows]), strict=True):
             row["p_holm"] = adjusted
             row["verdict"] = verdict(row)
+            row["seeds_needed"] = seeds_needed(row["diff"], row["sd"], alpha=family)
         rows += metric_rows
     return [{k: r[k] for k in COLUMNS} for r in rows]
+
+
+def planning_level(rows: list[dict]) -> float:
+    """The test level seeds are planned at: ALPHA over the metric's comparisons (Holm's strictest step)."""
+    return ALPHA / max(1, sum(not math.isnan(r["p"]) for r in rows))
 
 
 def has(job: Job, metric: str) -> bool:
@@ -326,11 +334,12 @@ def seeds_for_lines(rows: list[dict], difference: float) -> list[str]:
     headline = list(dict.fromkeys(r["metric"] for r in rows))[:2]
     lines = []
     for r in (r for r in rows if r["metric"] in headline):
+        level = planning_level([row for row in rows if row["metric"] == r["metric"]])
         if r["n"] < 2:
             lines.append(f"{pair_label(r)}, {metric_name(r['metric'])}: no spread yet ({r['n']} pair)")
             continue
         spread = r["sd"]
-        needed = seeds_needed(difference, spread)
+        needed = seeds_needed(difference, spread, alpha=level)
         what = f"more than {MOST_SEEDS:,}" if needed is None else f"{needed}"
         m = r["metric"]
         lines.append(
