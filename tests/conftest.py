@@ -10,6 +10,14 @@ import torch
 
 import shunted_lab.models  # noqa: F401  (registers the models with timm)
 
+LONGEST_FIRST = ("test_gpu_call.py",)  # minutes each, one test: started last, it would end the suite late
+
+
+def pytest_collection_modifyitems(items):
+    # xdist hands each worker whole files in collection order; the longest go first, so that the other
+    # worker takes the rest beside them instead of one worker running them after everything else.
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -71,15 +71,14 @@ def test_bench_under_bf16_autocast(tmp_path):
 @pytest.mark.slow
 def test_an_entry_that_fails_is_listed_and_the_others_are_kept(tmp_path):
     out = tmp_path / "bench.json"
-    argv = ["--models", "shunted_nano", "--attention", "vit", "--peers", "no_such_model,resnet18"]
+    argv = ["--models", "no_such_preset,shunted_nano", "--attention", "vit"]  # the first entry fails
     argv += ["--batch-size", "2", "--image-size", "32", "--warmup", "1", "--iters", "1", "--rounds", "1"]
     assert main([*argv, "--out", str(out)]) == 1
     report = json.loads(out.read_text())
-    assert [(r["kind"], r["model"]) for r in report["results"]] == [("ours", "shunted_nano"), ("peer", "resnet18")]
-    assert list(report["failures"]) == ["timm no_such_model"]
-    assert "Failed: timm no_such_model: benchmark of timm no_such_model failed: RuntimeError: Unknown model" in (
-        out.with_suffix(".md").read_text()
-    )
+    assert [(r["kind"], r["model"]) for r in report["results"]] == [("ours", "shunted_nano")]
+    assert list(report["failures"]) == ["no_such_preset vit/detail_specific"]
+    failed = "Failed: no_such_preset vit/detail_specific: benchmark of no_such_preset vit/detail_specific failed: "
+    assert failed + "RuntimeError: Unknown model (no_such_preset)" in out.with_suffix(".md").read_text()
 
 
 @pytest.mark.slow

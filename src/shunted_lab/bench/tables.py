@@ -77,9 +77,9 @@ def markdown(results: list[dict], meta: dict) -> str:
     peers = [r for r in results if r["kind"] == "peer"]
     if peers:
         lines += ["", *peer_table(results, peers)]
-    if "profile" in results[0]:
+    if results and "profile" in results[0]:
         lines += ["", *profile_table(results)]
-    if "train_op_ms" in results[0]:
+    if results and "train_op_ms" in results[0]:
         lines += ["", *op_table(results)]
     return "\n".join(lines) + "\n"
 
