@@ -10,13 +10,21 @@ import torch
 
 import shunted_lab.models  # noqa: F401  (registers the models with timm)
 
-LONGEST_FIRST = ("test_gpu_call.py",)  # minutes each, one test: started last, it would end the suite late
+LONGEST_FIRST = ("test_gpu_call.py",)  # minutes, in one test: started last, it would end the suite alone
 
 
-def pytest_collection_modifyitems(items):
-    # xdist hands each worker whole files in collection order; the longest go first, so that the other
-    # worker takes the rest beside them instead of one worker running them after everything else.
-    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's loadfile hands out files with the most tests first, which puts a file of one long test
+    last; this one hands out LONGEST_FIRST before the rest, so the other worker runs beside it."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node):
+            for scope in [s for s in self.workqueue if s.endswith(LONGEST_FIRST)]:
+                self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 @pytest.fixture(autouse=True)
