@@ -13,6 +13,7 @@ import shunted_lab.models  # noqa: F401  (registers the models with timm)
 LONGEST_FIRST = ("test_gpu_call.py",)  # minutes, in one test: started last, it would end the suite alone
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: the lent GPU machine runs the tests without xdist
 def pytest_xdist_make_scheduler(config, log):
     """xdist's loadfile hands out files with the most tests first, which puts a file of one long test
     last; this one hands out LONGEST_FIRST before the rest, so the other worker runs beside it."""
