@@ -11,7 +11,8 @@ same data order in both), and the mean of the differences a - b gets a 95% Stude
 seeded bootstrap interval and a paired t-test, Holm-adjusted over all comparisons of the metric. The
 verdict is "a better" or "b better" when the adjusted p is below 0.05, "not resolved" otherwise, and
 "too few seeds" under 3 pairs; "seeds needed" is how many seeds a paired t-test needs to detect the
-observed difference with 80% power. A seed completed on one side only is named, not used.
+observed difference with 80% power at the level Holm asks (0.05 over the metric's comparisons). A
+seed completed on one side only is named, not used.
 `--seeds-for 0.01` plans ahead: the seeds each comparison would need to resolve a difference of 0.01
 (1 point of top-1) with the spread of the differences measured so far.
 """
