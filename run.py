@@ -32,6 +32,7 @@ from shunted_lab.exits import (
     DataError,
     NonFiniteLossError,
     Preempted,
+    record_stop_signals,
 )
 from shunted_lab.files import write_json
 from shunted_lab.run_dirs import (
@@ -125,6 +126,8 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = multirun or agent_sweep_id() is not None
     try:
         if multirun:
+            if hydra_cfg.launcher._target_.endswith("BasicLauncher"):  # the jobs run in this process
+                record_stop_signals(cfg.stop_signals)
             from lightning.fabric.plugins.environments import SLURMEnvironment
 
             if cfg.trainer.get("strategy") == "ddp" and not SLURMEnvironment.detect():

@@ -16,6 +16,8 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from shunted_lab.config import CONF_DIR as CONF
+from shunted_lab.files import atomic_write
+from shunted_lab.training.checkpoint_io import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(CONF)
@@ -157,6 +159,29 @@ class StepFile(L.Callback):
         if self.in_validation and trainer.state.fn == "fit":
             self.path.write_text(f"validation {trainer.global_step} {batch_idx}")
             time.sleep(self.delay)
+
+
+class SlowCheckpointWrite(L.Callback):
+    """Test-only: every checkpoint write pauses `delay` seconds halfway (the bytes written, the file not
+    yet renamed into place), after writing the file's name to `marker`: a test kills the run there."""
+
+    def __init__(self, marker: str, delay: float):
+        self.marker, self.delay = Path(marker), delay
+
+    def setup(self, trainer, pl_module, stage):
+        io = trainer.strategy.checkpoint_io
+        assert isinstance(io, AtomicCheckpointIO)
+
+        def paused(checkpoint, path, storage_options=None):
+            def halfway(f):
+                torch.save(checkpoint, f)
+                f.flush()
+                self.marker.write_text(str(path))
+                time.sleep(self.delay)
+
+            atomic_write(path, halfway)
+
+        io.save_checkpoint = paused  # the same write as AtomicCheckpointIO's, paused halfway
 
 
 class SeenItems(L.Callback):

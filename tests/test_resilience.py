@@ -26,6 +26,7 @@ from helpers import (
 from shunted_lab.exits import ConfigError, DataError, NonFiniteLossError
 from shunted_lab.run_dirs import JOB_FILE, set_aside_other_job
 from shunted_lab.training import train
+from shunted_lab.training.checkpoint_io import AtomicCheckpointIO
 
 
 @pytest.mark.slow
@@ -86,6 +87,9 @@ def test_a_kill_during_save_leaves_the_previous_checkpoint_whole(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 1 and torch.equal(saved["w"], torch.ones(1000))
+    (half,) = tmp_path.glob(".last.ckpt.tmp*")  # the killed process's
+    AtomicCheckpointIO().save_checkpoint({"global_step": 3}, tmp_path / "last.ckpt")
+    assert not half.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
 def test_a_stop_signal_during_a_save_waits_for_the_file_to_be_whole(tmp_path):

@@ -53,3 +53,16 @@ class Preempted(BaseException):
         handler = self.previous_handler
         if callable(handler) and handler is not signal.default_int_handler:
             handler(signal.Signals[self.signal_name], None)
+
+
+def _record_stop(signum: int, frame) -> None:
+    Preempted.received = Preempted.received or signal.Signals(signum).name
+
+
+def record_stop_signals(names: list[str]) -> None:
+    """In a multirun's own process (the basic launcher), a stop signal between two runs (Hydra composing
+    the next job, the report being written) is recorded instead of killing the process: the next job is
+    not started, and the sweep ends with EXIT_PREEMPTED once its report is written. A run installs its own
+    handlers over these while it trains (training/preemption.py)."""
+    for name in names:
+        signal.signal(signal.Signals[name], _record_stop)

@@ -10,6 +10,7 @@ then fails with its own error, and the run ends as a crash instead of a stop).
 import json
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import BinaryIO
 
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP")  # those a run can catch and stop on (config.py)
 HELD_SIGNALS = {getattr(signal, name) for name in STOP_SIGNALS}
+HOST = socket.gethostname()
 
 
 @contextmanager
@@ -43,11 +45,26 @@ def signals_held():
             signal.raise_signal(s)
 
 
+def pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """`write(f)` into a temporary file beside `path`, fsync, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{HOST}-{os.getpid()}")
+    # What a process of this machine killed mid-write (kill -9) left; another machine's (a shared
+    # filesystem) cannot be told dead from here.
+    for stale in path.parent.glob(f".{path.name}.tmp{HOST}-*"):
+        if stale != tmp and not pid_alive(stale.name.rsplit("-", 1)[1]):
+            stale.unlink(missing_ok=True)
     try:
         with signals_held():
             with open(tmp, "wb") as f:

@@ -6,8 +6,17 @@ import csv
 import statistics
 from pathlib import Path
 
+from ..files import atomic_write
 from .aggregate import GROUP_METRIC, SCORE_NAMES, reported_groups
 from .jobs import Job
+
+
+def save_figure(fig, path: Path, dpi: int) -> None:
+    """Written whole or not at all (a kill mid-write leaves the previous figure), then closed."""
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    plt.close(fig)
 
 
 def val_curve(job: Job, score: str) -> tuple[list[int], list[float]]:
@@ -43,8 +52,7 @@ def write_plots(rows: list[dict], jobs: list[Job], out: Path, score: str = "top1
         ax.set(xlabel=x_label, ylabel=f"val {name} (%)", title=f"val {name} vs {x_label}")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out / file, dpi=120)
-        plt.close(fig)
+        save_figure(fig, out / file, 120)
     fig, ax = plt.subplots(figsize=(7, 5))
     for r in done:
         curves = [val_curve(j, score) for j in jobs if j.cell == r["cell"] and j.status == "completed"]
@@ -57,8 +65,7 @@ def write_plots(rows: list[dict], jobs: list[Job], out: Path, score: str = "top1
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "val_curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "val_curves.png", 120)
 
 
 def group_line(ax, row: dict, keys: list[str], offset: float, label: str) -> None:
@@ -92,8 +99,7 @@ def write_group_plot(rows: list[dict], out: Path, score: str = "top1") -> None:
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / f"{score}_by_group.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / f"{score}_by_group.png", 120)
 
 
 def write_erf_plot(rows: list[dict], jobs: list[Job], out: Path) -> None:
@@ -122,8 +128,7 @@ def write_erf_plot(rows: list[dict], jobs: list[Job], out: Path) -> None:
             ax.axis("off")
     fig.suptitle("effective receptive field of each stage's central location (log scale, mean over seeds)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "erf_by_cell.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "erf_by_cell.png", 100)
 
 
 def write_verdict_plot(rows: list[dict], path: Path) -> None:
@@ -163,5 +168,4 @@ def write_verdict_plot(rows: list[dict], path: Path) -> None:
     handles = [plt.Line2D([], [], color=c, marker="o", lw=3, alpha=0.8) for c in colours.values()]
     fig.legend(handles, list(colours), loc="lower center", ncol=len(colours), fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, 110)

@@ -80,6 +80,9 @@ class StopSignals(L.Callback):
 
     def __enter__(self) -> "StopSignals":
         self.previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        if Preempted.received:  # recorded between a sweep's jobs (exits.record_stop_signals): nothing to save yet
+            self.__exit__()
+            raise Preempted(Preempted.received)
         return self
 
     def __exit__(self, *exc) -> None:
