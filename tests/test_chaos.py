@@ -7,15 +7,17 @@ A failure prints the seed and the schedule; the same seed replays it. The N = 20
 `CHAOS_FAULTS=20 python -m pytest -n 0 -s -m slow tests/test_chaos.py` (benchmarks/results/chaos_n20.txt).
 """
 
+import csv
 import os
 import random
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from helpers import TINY, run_py
-from test_preemption import differences, results
+from test_preemption import TIMING, differences, results
 
 from shunted_lab.exits import EXIT_PREEMPTED
 from shunted_lab.sweeps.jobs import load_jobs
@@ -77,9 +79,15 @@ def fault(tmp_path: Path, command: list[str], kind: str, delay: float) -> str:
     return f"fired, exit {proc.returncode}{where}"
 
 
+def logged_rows(run_dir: Path) -> Counter:
+    """The CSV log's rows (timing aside), with how often each was written: a step logged twice shows."""
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return Counter(frozenset((k, v) for k, v in row.items() if v and k not in TIMING) for row in csv.DictReader(f))
+
+
 def job_results(sweep: Path) -> dict:
     jobs, _ = load_jobs(sweep)
-    return {job.dir.name: (job.status, results(job.dir)) for job in jobs}
+    return {job.dir.name: (job.status, results(job.dir), logged_rows(job.dir)) for job in jobs}
 
 
 @pytest.mark.slow
@@ -105,9 +113,10 @@ def test_a_sweep_hit_by_random_faults_ends_identical_to_an_undisturbed_one(tmp_p
 
     found = job_results(sweep)
     assert sorted(found) == sorted(expected), replay
-    for name, (status, numbers) in found.items():
+    for name, (status, numbers, rows) in found.items():
         assert status == "completed", f"{name}: {status}\n{replay}"
         assert differences(numbers, expected[name][1]) == [], f"{name}\n{replay}"
+        assert rows == expected[name][2], f"{name}: rows logged twice or missing\n{replay}"
     assert not list(sweep.glob("*/superseded")) and not list(sweep.glob("**/.*.tmp*")), replay
     summary = (sweep / "summary.md").read_text()
     assert "Preempted jobs" not in summary and "Failed or incomplete" not in summary, replay

@@ -5,9 +5,9 @@ Used by training (fit.py) and by the tasks on trained checkpoints (checkpoints/t
 
 AppendingCSVLogger: Lightning's CSV writer deletes an existing metrics.csv when it starts, so resuming into a run
 directory, or evaluating after `fit` in a process spawned by ddp_spawn, would erase the log of
-the earlier process: this one appends to it, under its header. Lightning also buffers rows for
-100 steps, which a kill -9 loses: flushing whenever a checkpoint is saved keeps the log on disk
-as far as the checkpoint.
+the earlier process: this one appends to it, under its header. Its rows are written whenever a
+checkpoint is saved (and at the end), and only then: the log on disk reaches exactly as far as the
+last checkpoint, which is where a resume (after a stop or a kill -9) logs on from.
 """
 
 import csv
@@ -39,6 +39,17 @@ class AppendingExperimentWriter(ExperimentWriter):
 
 
 class AppendingCSVLogger(CSVLogger):
+    def __init__(self, *args, **kwargs):
+        # Rows reach the file at each checkpoint and at the end, never between: the file never holds a
+        # step past the checkpoint a resume starts from, which would then be logged twice.
+        kwargs.setdefault("flush_logs_every_n_steps", 2**62)
+        super().__init__(*args, **kwargs)
+
+    def discard_unsaved(self) -> None:
+        """Drop the rows logged since the last checkpoint: the run stopped, and its resume logs them again."""
+        if self._experiment is not None:
+            self._experiment.metrics.clear()
+
     @property
     @rank_zero_experiment
     def experiment(self) -> AppendingExperimentWriter:
@@ -105,6 +116,8 @@ def build_loggers(cfg: DictConfig) -> list:
 def close_loggers(loggers: list, status: str) -> None:
     """Flush and close every logger; `status` is success, failed or preempted (W&B marks the run so)."""
     for logger in loggers:
+        if status == "preempted" and isinstance(logger, AppendingCSVLogger):
+            logger.discard_unsaved()
         logger.finalize("success" if status == "success" else "failed")
     if not any(isinstance(lg, WandbLogger) for lg in loggers):
         return
