@@ -6,8 +6,8 @@ Used by training (fit.py) and by the tasks on trained checkpoints (checkpoints/t
 AppendingCSVLogger: Lightning's CSV writer deletes an existing metrics.csv when it starts, so resuming into a run
 directory, or evaluating after `fit` in a process spawned by ddp_spawn, would erase the log of
 the earlier process: this one appends to it, under its header. Its rows are written whenever a
-checkpoint is saved (and at the end), and only then: the log on disk reaches exactly as far as the
-last checkpoint, which is where a resume (after a stop or a kill -9) logs on from.
+checkpoint is saved (and at the end), and only then, so the log on disk never holds a step the
+resume (after a stop or a kill -9) logs again; a stopped run drops those it had not written.
 """
 
 import csv
@@ -45,10 +45,12 @@ class AppendingCSVLogger(CSVLogger):
         kwargs.setdefault("flush_logs_every_n_steps", 2**62)
         super().__init__(*args, **kwargs)
 
-    def discard_unsaved(self) -> None:
-        """Drop the rows logged since the last checkpoint: the run stopped, and its resume logs them again."""
+    def discard_unsaved(self, resume_step: int) -> None:
+        """Drop the unwritten rows that the resume logs again: the run stopped, and resumes at `resume_step`
+        (its last checkpoint's global step), whose rows are those of the steps from there on. An epoch's
+        end, logged after the checkpoint of its last step under the step before, is not done again: kept."""
         if self._experiment is not None:
-            self._experiment.metrics.clear()
+            self._experiment.metrics = [row for row in self._experiment.metrics if row.get("step", 0) < resume_step]
 
     @property
     @rank_zero_experiment
@@ -113,11 +115,12 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
-def close_loggers(loggers: list, status: str) -> None:
-    """Flush and close every logger; `status` is success, failed or preempted (W&B marks the run so)."""
+def close_loggers(loggers: list, status: str, resume_step: int | None = None) -> None:
+    """Flush and close every logger; `status` is success, failed or preempted (W&B marks the run so);
+    a preempted training run resumes at `resume_step`."""
     for logger in loggers:
-        if status == "preempted" and isinstance(logger, AppendingCSVLogger):
-            logger.discard_unsaved()
+        if resume_step is not None and isinstance(logger, AppendingCSVLogger):
+            logger.discard_unsaved(resume_step)
         logger.finalize("success" if status == "success" else "failed")
     if not any(isinstance(lg, WandbLogger) for lg in loggers):
         return
