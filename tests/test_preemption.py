@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from shunted_lab.config import check_config
 from shunted_lab.data.pack import main as pack
 from shunted_lab.data.resumable import ResumableLoader, ResumableSampler, SeededItems
-from shunted_lab.exits import EXIT_PREEMPTED, ConfigError, Preempted
+from shunted_lab.exits import EXIT_PREEMPTED, ConfigError, Preempted, record_stop_signals
 from shunted_lab.sweeps.jobs import load_jobs
 from shunted_lab.sweeps.write import write_report
 from shunted_lab.training.callbacks import RandomStateCheckpoint
@@ -379,6 +379,23 @@ def test_with_no_training_under_way_a_signal_stops_at_once_and_the_handlers_are_
         Preempted.received = None
     # Ctrl-C's own handler raises KeyboardInterrupt: never handed over.
     Preempted("SIGINT", previous=signal.default_int_handler).hand_over()
+
+
+def test_a_signal_between_a_sweeps_jobs_is_recorded_and_the_next_run_stops_before_it_starts(tmp_path):
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        record_stop_signals(["SIGUSR1"])
+        signal.raise_signal(signal.SIGUSR1)  # the process lives on: the sweep writes its report
+        assert Preempted.received == "SIGUSR1"
+        with pytest.raises(Preempted, match="stopped by SIGUSR1: nothing new to save"):
+            with StopSignals(tmp_path, ["SIGUSR1"]):
+                raise AssertionError("the run started")
+        Preempted.received = None
+        signal.raise_signal(signal.SIGUSR1)  # the sweep's recorder is back once the run is over
+        assert Preempted.received == "SIGUSR1"
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        Preempted.received = None
 
 
 def test_a_library_error_raised_while_a_stop_unwinds_is_still_the_stop():
