@@ -19,7 +19,6 @@ new parameters next to the old result, and resumed trial 1's checkpoint with oth
   identity: a rerun that changes any of them is refused in one line naming what changed.
 """
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -110,11 +109,12 @@ class ResumableSearch(OptunaSweeperImpl):
     def next_trials(self, study: optuna.Study) -> list[Trial]:
         """Up to n_jobs trials: first those a stop or a kill left running (same numbers, same parameters),
         then new ones while fewer than n_trials are finished or running."""
-        if self.finished(study) >= self.n_trials:
+        finished = self.finished(study)
+        if finished >= self.n_trials:
             return []
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         batch = [Trial(study, t._trial_id) for t in running[: self.n_jobs]]
-        room = self.n_trials - self.finished(study) - len(running)
+        room = self.n_trials - finished - len(running)
         while len(batch) < self.n_jobs and room > 0:
             batch.append(study.ask())
             room -= 1
@@ -154,10 +154,12 @@ class ResumableSearch(OptunaSweeperImpl):
         }
         stored = study.user_attrs.get(IDENTITY_KEY)
         if stored is None:
-            study.set_user_attr(IDENTITY_KEY, json.loads(json.dumps(identity)))
-        elif changed_keys(stored, identity):
+            study.set_user_attr(IDENTITY_KEY, identity)
+            return
+        changed = changed_keys(stored, identity)
+        if changed:
             self.refuse(
-                f"the Optuna study in {storage} was run with another {', '.join(changed_keys(stored, identity))}; "
+                f"the Optuna study in {storage} was run with another {', '.join(changed)}; "
                 f"give hydra.sweep.dir=<a new directory> to start a new study"
             )
 
