@@ -14,16 +14,14 @@ Arguments after `--` are the run's (W&B, without credentials, goes offline as in
 """
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, read_metrics, run_env, run_py, write_result
+
 SCORES = ("val/top1", "test/top1", "val/miou", "test/miou")
 
 
@@ -37,25 +35,13 @@ def unpack(commit: str, into: Path) -> str:
 
 
 def run_once(tree: Path, root: Path, overrides: list[str]) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["PYTHONPATH"] = str(tree / "src")
+    env = run_env(PYTHONPATH=str(tree / "src"))
     find = "import shunted_lab; print(shunted_lab.__file__)"
     where = subprocess.run([sys.executable, "-c", find], env=env, capture_output=True, text=True)
     if not Path(where.stdout.strip()).is_relative_to(tree):  # an installed copy would shadow the commit's
         raise SystemExit(f"the commit's package is not the one imported: {where.stdout.strip() or where.stderr}")
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, str(tree / "run.py"), f"paths.root_dir={root}", *overrides],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"the run at {tree.name} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    [metrics_file] = root.glob("logs/runs/*/metrics.json")
-    metrics = json.loads(metrics_file.read_text())
+    wall = run_py(f"paths.root_dir={root}", *overrides, cwd=root, tree=tree, env=env, what=f"the run at {tree.name}")
+    metrics = read_metrics(root)
     out = {"wall_s": wall, "train_images_per_s": metrics["train/images_per_sec"]}
     out |= {k: metrics[k] for k in SCORES if k in metrics}
     return out
@@ -102,10 +88,7 @@ def main() -> None:
                 runs[name].append(run_once(tree, root, overrides))
                 print(f"round {i + 1}/{args.rounds} {name}: {runs[name][-1]}", flush=True)
     command = "python benchmarks/default_run_ab.py " + " ".join(sys.argv[1:])
-    table = markdown(list(runs), runs, command)
-    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": runs}, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
+    write_result(args.out, {"command": command, "runs": runs}, markdown(list(runs), runs, command))
 
 
 if __name__ == "__main__":

@@ -11,26 +11,19 @@ fp32), and the two runs must agree exactly: that is the script's dry run. Writes
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from harness import read_metrics, run_py, write_result
 
-ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("val/top1", "val/loss", "test/top1", "test/loss")
 
 
 def run(mode: str, root: Path, overrides: list[str]) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    command = [sys.executable, str(ROOT / "run.py"), f"paths.root_dir={root}", "logger=csv", f"compile={mode}"]
-    proc = subprocess.run([*command, *overrides], cwd=root, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"compile={mode} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    [metrics] = root.glob("logs/runs/*/metrics.json")
-    return json.loads(metrics.read_text())
+    run_py(f"paths.root_dir={root}", "logger=csv", f"compile={mode}", *overrides, cwd=root, what=f"compile={mode}")
+    return read_metrics(root)
 
 
 def main() -> int:
@@ -81,9 +74,7 @@ def main() -> int:
         failures.append("global_step")
     verdict = f"FAILED: {', '.join(failures)} differ beyond the tolerance" if failures else "Agree within tolerance."
     lines.append(verdict)
-    table = "\n".join(lines) + "\n"
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
+    write_result(args.out, results, "\n".join(lines))
     return 1 if failures else 0
 
 

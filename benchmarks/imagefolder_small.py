@@ -11,17 +11,14 @@ and wall time.
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from harness import ROOT, read_metrics, run_py
 from PIL import Image
 from sklearn.datasets import load_digits
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_digits(root: Path, val_fraction: float = 0.2) -> dict[str, int]:
@@ -44,14 +41,12 @@ def write_digits(root: Path, val_fraction: float = 0.2) -> dict[str, int]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="imagefolder_small", help="the data preset")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "cpu_imagefolder_small.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cpu_imagefolder_small.json")
     parser.add_argument("overrides", nargs="*", help="extra run.py overrides")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         counts = write_digits(Path(tmp) / "digits")
-        command = [
-            sys.executable,
-            str(ROOT / "run.py"),
+        wall = run_py(
             f"data={args.data}",
             f"data.root={tmp}/digits",
             "logger=csv",
@@ -59,11 +54,9 @@ def main(argv: list[str]) -> int:
             f"hydra.run.dir={tmp}/run",
             "~callbacks.progress_bar",
             *args.overrides,
-        ]
-        start = time.perf_counter()
-        subprocess.run(command, check=True, cwd=tmp)
-        wall = time.perf_counter() - start
-        metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+            cwd=Path(tmp),
+        )
+        metrics = read_metrics(Path(tmp) / "run")
     keys = ("val/top1", "test/top1", "train/images_per_sec", "epochs", "global_step", "params", "gmacs")
     report = {
         "command": " ".join(["python benchmarks/imagefolder_small.py", f"--data {args.data}", *args.overrides]),

@@ -8,22 +8,19 @@ augmentation to the same draws (docs/data.md).
 
     python benchmarks/pipeline_ab.py --out benchmarks/results/cpu_pipeline_ab
 
-Each run is `run.py` in a fresh root (default_run_ab.run_once), seeds alternating the pipelines.
+Each run is `run.py` in a fresh root, seeds alternating the pipelines.
 Writes <out>.json and <out>.md.
 """
 
 import argparse
-import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-from default_run_ab import ROOT, run_once
+from harness import read_metrics, run_py, write_result
 from PIL import Image
 
-sys.path.insert(0, str(ROOT / "src"))
-from shunted_lab.data.shapes import CLASSES, generate  # noqa: E402
+from shunted_lab.data.shapes import CLASSES, generate
 
 # data=imagenet's augmentation made milder for a CPU-sized run: one RandAugment op of magnitude 5 (any of
 # the 15), crops of at least half the image, random erasing kept. With the full policy (two ops, m9, crops
@@ -75,7 +72,10 @@ def main() -> None:
             for pipeline in runs if seed % 2 == 0 else reversed(runs):
                 root = Path(tmp) / f"{pipeline}_seed{seed}"
                 root.mkdir()
-                result = run_once(ROOT, root, [*common, f"data.pipeline={pipeline}", f"seed={seed}"])
+                wall = run_py(f"paths.root_dir={root}", *common, f"data.pipeline={pipeline}", f"seed={seed}", cwd=root)
+                metrics = read_metrics(root)
+                result = {"wall_s": wall, "train_images_per_s": metrics["train/images_per_sec"]}
+                result |= {k: metrics[k] for k in ("val/top1", "test/top1")}
                 runs[pipeline].append({"seed": seed, **result})
                 print(
                     f"{pipeline} seed {seed}: val top-1 {result['val/top1']:.3f}, {result['wall_s']:.0f} s", flush=True
@@ -91,20 +91,6 @@ def main() -> None:
     gap = summary["device"]["val_top1_mean"] - summary["workers"]["val_top1_mean"]
     spread = max(s["val_top1_std"] for s in summary.values())
     command = f"python benchmarks/pipeline_ab.py --out {args.out}"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(
-        json.dumps(
-            dict(
-                command=command,
-                args=vars(args) | {"out": str(args.out)},
-                recipe=RECIPE,
-                runs=runs,
-                summary=summary,
-                gap=gap,
-            ),
-            indent=2,
-        )  # fmt: skip
-    )
     lines = [
         f"`{command}`: SHAPES as {args.num_train} training and {args.num_val} val JPEGs, nano, {args.epochs} "
         f"epochs, `{' '.join(RECIPE)}`, {args.workers} loader workers, seeds {args.seeds}.",
@@ -120,8 +106,10 @@ def main() -> None:
         )
     verdict = "within" if abs(gap) <= spread else "outside"
     lines += ["", f"device - workers: {gap:+.3f} val top-1, {verdict} the larger seed spread ({spread:.3f})."]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    result = dict(
+        command=command, args=vars(args) | {"out": str(args.out)}, recipe=RECIPE, runs=runs, summary=summary, gap=gap
+    )
+    write_result(args.out, result, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -10,31 +10,29 @@ Writes <out>.json and <out>.md.
 """
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import read_metrics, run_py, write_result
+
 LAUNCHERS = {"basic": [], "ray": ["hydra/launcher=ray", "+hydra.launcher.ray.init.num_gpus=2"]}
 
 
 def run_sweep(root: Path, launcher: list[str], overrides: list[str]) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    start = time.time()
-    command = [sys.executable, str(ROOT / "run.py"), "-m", *launcher, f"paths.root_dir={root}", *overrides]
-    proc = subprocess.run(
-        [*command, f"hydra.sweep.dir={root}/sweep"], cwd=root, env=env, capture_output=True, text=True
+    start = time.time()  # the epoch clock: the jobs' started_at is on it
+    wall = run_py(
+        "-m",
+        *launcher,
+        f"paths.root_dir={root}",
+        *overrides,
+        f"hydra.sweep.dir={root}/sweep",
+        cwd=root,
+        what="the sweep",
     )
-    wall = time.time() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"the sweep failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     jobs = []
     for metrics_file in sorted((root / "sweep").glob("*/metrics.json")):
-        m = json.loads(metrics_file.read_text())
+        m = read_metrics(metrics_file)
         began = m["started_at"] - start
         jobs.append(
             dict(
@@ -62,9 +60,6 @@ def main() -> None:
             results[name] = run_sweep(root, launcher, overrides)
             print(f"{name}: {results[name]['wall_s']:.0f} s", flush=True)
     command = f"python benchmarks/ray_sweep.py --out {args.out}"
-    args.out.with_suffix(".json").write_text(
-        json.dumps(dict(command=command, overrides=overrides, **results), indent=2)
-    )
     lines = [
         f"`{command}`: 4 jobs (`{' '.join(overrides)}`); times in seconds from the sweep's start (a job's start is",
         "its training's start, after its process has imported the stack and built the data).",
@@ -77,8 +72,7 @@ def main() -> None:
             lines.append(f"| {name} | {job['job']} | {job['start_s']:.1f} | {job['end_s']:.1f} | {job['gpu']} |")
     lines += ["", "| launcher | sweep wall time (s) |", "|---|---|"]
     lines += [f"| {name} | {result['wall_s']:.0f} |" for name, result in results.items()]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, dict(command=command, overrides=overrides, **results), "\n".join(lines))
 
 
 if __name__ == "__main__":

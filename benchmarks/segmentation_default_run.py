@@ -7,20 +7,15 @@ Writes <out>.json and <out>.md; the run itself goes to a temporary directory.
 """
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from harness import read_metrics, run_py, write_result
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from shunted_lab.training.metrics import SegmentationScores
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def background_only(data_cfg: dict) -> dict[str, float]:
@@ -42,17 +37,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="path without suffix: <out>.json and <out>.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "run.py"), "objective=segmentation", f"hydra.run.dir={tmp}/run"],
-            capture_output=True,
-            text=True,
-            cwd=tmp,
-        )
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"the run failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-        metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+        wall = run_py("objective=segmentation", f"hydra.run.dir={tmp}/run", cwd=Path(tmp))
+        metrics = read_metrics(Path(tmp) / "run")
     data_cfg = metrics["config"]["data"] | {"root": None}  # regenerated here, not read from the run's cache
     baseline = background_only(data_cfg)
     keys = ("val/miou", "test/miou", "val/pixel_acc", "test/pixel_acc")
@@ -64,8 +50,6 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# The default segmentation run (nano, SHAPES scenes, {metrics['epochs']} epochs) against predicting the "
         "background",
@@ -78,8 +62,7 @@ def main() -> None:
     ]
     for name, scores in (("default run", result["run"]), ("background everywhere", baseline)):
         lines.append(f"| {name} | " + " | ".join(f"{100 * scores[k]:.1f}" for k in keys) + " |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(Path(args.out), result, "\n".join(lines))
 
 
 if __name__ == "__main__":

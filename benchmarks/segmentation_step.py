@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, write_result
 
 
 def rss_mib() -> float:
@@ -42,7 +42,7 @@ def measure(args) -> dict:
     from shunted_lab.bench.measure import optimizer_step
     from shunted_lab.config import CONF_DIR, GRAPH_MODES
     from shunted_lab.models.factory import build_model
-    from shunted_lab.training.cuda_graphs import GraphContext, GraphedAdamW
+    from shunted_lab.training.graphs.engine import GraphContext, GraphedAdamW
 
     baseline = rss_mib()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -124,8 +124,6 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     setup = {k: getattr(args, k) for k in ("model", "attention", "image_size", "batch_size", "classes", "steps")}
     setup |= {"device": args.device, "precision": args.precision, "torch": __import__("torch").__version__}
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"setup": setup, "modes": rows}, indent=2) + "\n")
     lines = [
         f"# Segmentation training step: {args.model} + Semantic FPN, {args.image_size} px, batch {args.batch_size}, "
         f"{args.classes} classes, {args.device}, {args.precision}",
@@ -142,8 +140,7 @@ def main() -> None:
             f"| {r['mode']} | {r['params_m']:.1f} | {r['peak_rss_mib']:.0f} | {r['built_rss_mib']:.0f} "
             f"| {r['baseline_rss_mib']:.0f} | {r['first_step_s']:.2f} | {r['step_s']:.2f} | {gpu} |"
         )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(Path(args.out), {"setup": setup, "modes": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python benchmarks/shards_vs_folder.py --out benchmarks/results/cpu_shards_vs_folder
 
 Writes `--images` JPEGs at ImageNet's sizes (bench/data.py's make_jpegs: about 105 KB each, 8 classes)
-as an image folder, packs them (python -m shunted_lab.data.pack, 1250 samples a shard as ImageNet's),
+as an image folder, packs them (python -m shunted_lab.data.readers.pack, 1250 samples a shard as ImageNet's),
 and measures in one process with one torch thread (what a loader worker has), in images/s, in the
 training order of each format (a (seed, epoch) shuffle of the files; of the shards, then of the samples
 within runs of data.shuffle_shards shards):
@@ -17,7 +17,6 @@ and <out>.md.
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -25,16 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import torch
+from harness import ROOT, write_result
 
-import torch  # noqa: E402
-
-from shunted_lab.bench.data import build_data, make_jpegs  # noqa: E402
-from shunted_lab.data.encoded import read_bytes  # noqa: E402
-from shunted_lab.data.pack import main as pack  # noqa: E402
-from shunted_lab.data.resumable import ResumableSampler, SeededItems  # noqa: E402
-from shunted_lab.data.shards import TarShards  # noqa: E402
+from shunted_lab.bench.data import build_data, make_jpegs
+from shunted_lab.data.readers.pack import main as pack
+from shunted_lab.data.readers.shards import TarShards
+from shunted_lab.data.resumable import ResumableSampler, SeededItems
 
 
 def drop_from_page_cache(folder: Path) -> None:
@@ -60,11 +56,7 @@ def measure(datamodule, folder: Path, cold: bool, batch: int = 64) -> dict:
     dataset = datamodule.train_set
     sampler = ResumableSampler(dataset, batch, seed=0, shard_lengths=datamodule.shard_lengths)
     order = [index for _, index in sampler]
-    if isinstance(dataset, TarShards):
-        read = dataset.read
-    else:
-        paths = [path for path, _ in dataset.samples]
-        read = lambda i: read_bytes(paths[i])  # noqa: E731
+    read = dataset.read  # either reader's samples, by index
     keys = [[(0, i) for i in order[start : start + batch]] for start in range(0, len(order), batch)]
     result = {}
     for name, work, items, per_item in (
@@ -111,7 +103,6 @@ def main() -> None:
         cpu=platform.processor() or platform.machine(),
         cores=os.cpu_count(),
     )
-    args.out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, results=results), indent=2))
     columns = list(next(iter(results.values())))
     lines = [
         f"{args.images} training JPEGs ({size / 1e3:.0f} KB on average), {meta['shards']} shards; one process, "
@@ -121,8 +112,7 @@ def main() -> None:
         "|---|" + "---|" * len(columns),
         *(f"| {name} | " + " | ".join(f"{r[c]:.0f}" for c in columns) + " |" for name, r in results.items()),
     ]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, dict(meta=meta, results=results), "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -11,18 +11,16 @@ the process's exit are timed, and the same command is run again to resume. Write
 
 import argparse
 import csv
-import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from harness import ROOT, read_metrics, run_command, run_env, write_result
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = [
     "logger=csv",
     "data.batch_size=16",
@@ -59,15 +57,14 @@ CASES = [
 
 
 def run(work: Path, run_dir: Path, *overrides: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    command = [sys.executable, str(ROOT / "run.py"), f"paths.root_dir={work}", *RUN, *overrides]
+    env = run_env(PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+    command = run_command(f"paths.root_dir={work}", *RUN, *overrides)
     with open(work / f"{run_dir.name}.log", "ab") as log:  # the child keeps its own copy of the file
         return subprocess.Popen([*command, f"hydra.run.dir={run_dir}"], cwd=work, env=env, stdout=log, stderr=log)
 
 
 def results(run_dir: Path) -> tuple[dict, dict]:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_metrics(run_dir)
     timing = {"train/images_per_sec", "train/data_wait_share", "train/first_step_s", "wall_time_s", "started_at"}
     final = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k not in timing}
     with open(run_dir / "csv" / "metrics.csv") as f:
@@ -113,13 +110,11 @@ def main() -> None:
         run(work, work / "uninterrupted").wait(timeout=600)
         reference = results(work / "uninterrupted")
         rows = [measure_case(work, i, *case, reference) for i, case in enumerate(CASES)]
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
     keys = list(dict.fromkeys(k for r in rows for k in r))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "-")) for k in keys) + " |" for r in rows]
     header = f"# Stop signals on {os.cpu_count()} CPU cores\n\n`python benchmarks/stop_signals.py --out {args.out}`\n\n"
-    args.out.with_suffix(".md").write_text(header + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, rows, header + "\n".join(lines))
 
 
 if __name__ == "__main__":

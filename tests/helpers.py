@@ -20,6 +20,9 @@ from shunted_lab.files import atomic_write
 from shunted_lab.training.checkpoint_io import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from harness import run_command, run_env  # noqa: E402  (the benchmarks' way to run run.py, shared)
+
 CONF_DIR = str(CONF)
 # Key listings of the official release files (published facts, kept in the repository: tests read nothing beside it).
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -39,11 +42,12 @@ TINY = [
 def run_py(tmp_path: Path, *overrides: str, **kwargs) -> subprocess.Popen:
     """run.py in a subprocess, in tmp_path, without W&B credentials or a Ray cluster to join; stdout and
     stderr together."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_"))}
-    env["NETRC"] = str(tmp_path / "no-netrc")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])  # the test callbacks
+    env = run_env(
+        NETRC=str(tmp_path / "no-netrc"),
+        PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),  # the test callbacks
+    )
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *overrides, f"paths.root_dir={tmp_path}"],  # flags (-m) first
+        run_command(*overrides, f"paths.root_dir={tmp_path}"),  # flags (-m) first
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

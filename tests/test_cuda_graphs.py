@@ -16,14 +16,14 @@ from omegaconf import OmegaConf
 
 from shunted_lab.models import MIXERS
 from shunted_lab.training.classifier import ImageClassifier
-from shunted_lab.training.cuda_graphs import (
+from shunted_lab.training.fit import train
+from shunted_lab.training.graphs.engine import (
     MAX_EVAL_SHAPES,
     GraphContext,
     GraphedAdamW,
     GraphedForward,
     StaticBatch,
 )
-from shunted_lab.training.fit import train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -5,8 +5,8 @@ from helpers import compose_cfg, image_folder_cfg, write_image_folder
 from hydra.utils import instantiate
 from timm.data import auto_augment
 
-from shunted_lab.data.augment import POSTERIZE_OPS, timm_posterize
-from shunted_lab.data.image_files import load_rgb, transformed
+from shunted_lab.data.images import load_rgb, transformed
+from shunted_lab.data.timm_posterize import POSTERIZE_OPS, timm_posterize
 from shunted_lab.exits import DataError
 from shunted_lab.training import train
 

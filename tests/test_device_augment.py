@@ -15,13 +15,13 @@ from PIL import Image
 from timm.data import auto_augment, create_transform
 from timm.data.transforms import RandomResizedCropAndInterpolation
 
-from shunted_lab.data.augment import keep_timm_posterize
-from shunted_lab.data.augment_draws import OP_KINDS, RAND_AUGMENT_OPS, AugmentPlan, draw
-from shunted_lab.data.device_augment import GEOMETRIC, POINT_OPS, DeviceAugment, affine_matrix, pil_affine
-from shunted_lab.data.encoded import EncodedImages, collate_encoded
-from shunted_lab.data.image_files import load_rgb
-from shunted_lab.data.imagefolder import GroupedImageFolder
+from shunted_lab.data.device.augment import GEOMETRIC, POINT_OPS, DeviceAugment, affine_matrix, pil_affine
+from shunted_lab.data.device.draws import OP_KINDS, RAND_AUGMENT_OPS, AugmentPlan, draw
+from shunted_lab.data.device.encoded import EncodedItem, collate_encoded
+from shunted_lab.data.pipelines import DecodedItem
+from shunted_lab.data.readers.folder import FolderImages
 from shunted_lab.data.resumable import SeededItems
+from shunted_lab.data.timm_posterize import keep_timm_posterize
 from shunted_lab.exits import ConfigError, DataError
 from shunted_lab.training import train
 
@@ -108,9 +108,7 @@ def items(tmp_path: Path, transform, count: int = 1) -> tuple[list, list]:
         path = tmp_path / f"{i}.jpg"
         Image.fromarray(photo(60 + 17 * i, 90 - 11 * i, seed=i)).save(path, quality=90)
         paths.append((str(path), i))
-    workers = GroupedImageFolder.__new__(GroupedImageFolder)
-    workers.samples, workers.transform, workers.loader = paths, transform, load_rgb
-    return workers, EncodedImages(paths, AugmentPlan.of(transform))
+    return FolderImages(paths, DecodedItem(transform)), FolderImages(paths, EncodedItem(AugmentPlan.of(transform)))
 
 
 @pytest.mark.parametrize(
@@ -178,7 +176,7 @@ def test_images_the_device_cannot_decode_are_decoded_by_the_workers_and_counted(
     files |= {"cmyk.jpg": Image.fromarray(pixels).convert("CMYK"), "image.png": Image.fromarray(pixels)}
     for name, image in files.items():
         image.save(tmp_path / name)
-    dataset = EncodedImages([(str(tmp_path / name), 0) for name in files], AugmentPlan.of(transform))
+    dataset = FolderImages([(str(tmp_path / name), 0) for name in files], EncodedItem(AugmentPlan.of(transform)))
     augment = DeviceAugment(dataset.item.plan)
     images, _ = augment(collate_encoded([dataset[i] for i in range(4)]), CPU)
     assert images.shape == (4, 3, 32, 32) and augment.worker_decoded == 3 and augment.images == 4
@@ -200,7 +198,7 @@ def test_an_undecodable_jpeg_is_one_line_naming_it_or_skipped_keeping_the_batch_
     write_image_folder(tmp_path, classes=("cat",), per_class=3, suffix="jpg")
     bad = corrupt_jpeg(tmp_path / "train" / "cat" / "bad.jpg")
     samples = [(str(p), 0) for p in sorted((tmp_path / "train" / "cat").iterdir())]
-    dataset = EncodedImages(samples, AugmentPlan.of(transform))
+    dataset = FolderImages(samples, EncodedItem(AugmentPlan.of(transform)))
     batch = lambda: collate_encoded([dataset[i] for i in range(len(samples))])  # noqa: E731
     with pytest.raises(DataError, match=rf"cannot decode image {bad}: .*data.skip_bad_images=true"):
         DeviceAugment(dataset.item.plan)(batch(), CPU)

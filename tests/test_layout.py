@@ -89,6 +89,46 @@ def test_no_two_modules_define_the_same_public_name():
     assert {name: paths for name, paths in where.items() if len(paths) > 1} == {}
 
 
+def test_the_image_folder_datamodule_names_no_format_and_no_pipeline():
+    """A new storage format is a reader (data/readers/) and a new pipeline a class in pipelines.py: the
+    datamodule holds one of each and branches on neither."""
+    from shunted_lab.data.pipelines import PIPELINES
+    from shunted_lab.data.readers import FORMATS
+
+    tree = ast.parse((PACKAGE / "data" / "imagefolder.py").read_text())
+    values = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert values & {*FORMATS, *PIPELINES} == set()
+    imports = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imports >= {"pipelines", "readers"} and not [m for m in imports if m.startswith(("device", "readers."))]
+
+
+def test_the_training_step_reads_without_the_graph_engine():
+    """The plain step is `criterion(self(x), targets)` in the module itself; the graph mode is one
+    fork to its adapter, and none of the engine's names appears in the step."""
+    import inspect
+
+    from shunted_lab.training.graphs import engine
+    from shunted_lab.training.recipe import RecipeModule
+
+    step = ast.parse(inspect.getsource(RecipeModule.training_step).strip())
+    names = {n.id for n in ast.walk(step) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(step) if isinstance(n, ast.Attribute)
+    }
+    engine_names = public_names(Path(engine.__file__)) | {"optimizers", "lr_schedulers", "backward"}
+    assert names & engine_names == set()
+    fork = next(n for n in ast.walk(step) if isinstance(n, ast.If))
+    assert ast.unparse(fork.test) == "self.automatic_optimization"
+    assert ast.unparse(fork.body[0]) == "loss = self.criterion(self(x), targets)"
+
+
+def test_the_graph_engine_runs_without_lightning():
+    """bench/ drives the engine on its own: the engine imports neither Lightning nor the rest of training/."""
+    tree = ast.parse((PACKAGE / "training" / "graphs" / "engine.py").read_text())
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {(("." * n.level) + (n.module or "")) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not [m for m in modules if m.startswith(("lightning", "pytorch_lightning", "."))]
+
+
 def test_the_readme_lists_the_layers_in_this_order():
     readme = (ROOT / "README.md").read_text()
     listed = readme.split("`tests/test_layout.py`):", 1)[1].split("`run.py` last", 1)[0]

@@ -56,14 +56,6 @@ def test_smallest_input_runs_and_smaller_fails_clearly():
         model(torch.randn(1, 3, 28, 32))
 
 
-def test_features_only():
-    model = timm.create_model("shunted_t", features_only=True, out_indices=(1, 2, 3))
-    assert model.feature_info.reduction() == [8, 16, 32]
-    assert model.feature_info.channels() == [128, 256, 512]
-    outs = model(torch.randn(1, 3, 128, 96))
-    assert [tuple(o.shape) for o in outs] == [(1, 128, 16, 12), (1, 256, 8, 6), (1, 512, 4, 3)]
-
-
 def set_ffn_recompute(model, recompute):
     for ffn in model.modules():
         if isinstance(ffn, PlainMlp):

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from shunted_lab.config import check_config
-from shunted_lab.data.pack import main as pack
+from shunted_lab.data.readers.pack import main as pack
 from shunted_lab.data.resumable import ResumableLoader, ResumableSampler, SeededItems
 from shunted_lab.exits import EXIT_PREEMPTED, ConfigError, Preempted, record_stop_signals
 from shunted_lab.sweeps.jobs import load_jobs

@@ -2,19 +2,18 @@
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import (
-    ROOT,
     SHAPES_TINY,
     TINY,
     compose_cfg,
     read_metrics,
+    run_command,
+    run_env,
     wandb_logged,
     wandb_records,
     write_broken_image,
@@ -34,12 +33,10 @@ from shunted_lab.training.classifier import ImageClassifier
 def multirun(tmp_path: Path, *overrides: str, sweep_dir: bool = True) -> subprocess.CompletedProcess:
     """run.py -m in tmp_path (the default paths.root_dir: the launch directory), into tmp_path/sweep,
     or with sweep_dir=False into the default logs/multirun/<time>."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["NETRC"] = str(tmp_path / "no-netrc")  # no credentials: W&B must go offline by itself
+    env = run_env(NETRC=str(tmp_path / "no-netrc"))  # no credentials: W&B must go offline by itself
     return subprocess.run(
         [
-            sys.executable,
-            str(ROOT / "run.py"),
+            *run_command(),
             "-m",
             *([f"hydra.sweep.dir={tmp_path}/sweep"] if sweep_dir else []),
             *TINY,

@@ -1,11 +1,13 @@
 """Checkpoints at another resolution or class count: evaluation at a new image size, swin's resized
 bias tables, and fine-tuning from our checkpoints and the official release files."""
 
+import numpy as np
 import pytest
 import timm
 import torch
 from helpers import compose_cfg, official_state_dict
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
 
 from shunted_lab.checkpoints.sources import architecture, find_sources
@@ -16,6 +18,7 @@ from shunted_lab.models import build_model
 from shunted_lab.models.mixers.swin import resize_bias_table
 from shunted_lab.models.weights import read_state
 from shunted_lab.training import train
+from shunted_lab.training.classifier import ImageClassifier
 
 
 def best_checkpoint(run_dir):
@@ -132,9 +135,16 @@ def test_finetune_384_composes_the_stated_recipe_and_loads_a_224_swin_checkpoint
     cfg = compose_cfg(tmp_path, "experiment=finetune_384", "model=shunted_t", "attention=swin",
                       f"model.checkpoint={path}", "data.root=/imagenet", tiny=False)  # fmt: skip
     assert cfg.data.image_size == 384 and cfg.data.crop_pct == 1.0 and cfg.trainer.max_epochs == 30
-    assert cfg.optim.lr == cfg.optim.min_lr == 5e-6 and cfg.optim.warmup_epochs == 0 and cfg.optim.mixup == 0.8
+    assert cfg.optim.lr == cfg.optim.min_lr == 5e-6 and cfg.optim.warmup_epochs == 0
     assert cfg.data.batch_size * cfg.trainer.devices == 512
     model = build_model(cfg, 1000)
+    # The recipe mixes its batches: images blended or cut into each other, and soft targets over two classes.
+    module = ImageClassifier(model, 1000, **OmegaConf.to_container(cfg.optim, resolve=True))
+    np.random.seed(0)
+    x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
+    mixed, targets = module.inputs_and_targets((x.clone(), y))
+    assert not torch.equal(mixed, x) and targets.shape == (4, 1000)
+    assert ((targets > 0.05).sum(-1) == 2).all()
     table = model.stages[0].blocks[0].attn.relative_position_bias_table
     assert table.shape == (23 * 23, 2)
     expected = resize_bias_table(at_224.stages[0].blocks[0].attn.relative_position_bias_table.detach(), 12)

@@ -21,7 +21,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # A config file's way to demand a key from the command line where `???` cannot: an experiment's `???`
 # does not replace the value a group already gave (OmegaConf's merge keeps it).
 REQUIRED = "<required>"
-# The whole training step and evaluation in CUDA graphs (training/cuda_graphs.py): with the blocks
+# The whole training step and evaluation in CUDA graphs (training/graphs/): with the blocks
 # compiled, or with eager kernels. torch.compile's own "reduce-overhead" and "max-autotune" graph each
 # block apart, which crashes when one block's graph feeds the next (pytorch#160281): not offered.
 GRAPH_MODES = ("cudagraphs", "cudagraphs-eager")

@@ -96,10 +96,9 @@ def build_data(overrides: list[str], pipeline: str):
 
 
 def data_bench(overrides: list[str], args) -> dict:
-    from ..data.encoded import collate_encoded, read_bytes
-    from ..data.image_files import decode_rgb, load_rgb
+    from ..data.device.encoded import collate_encoded
+    from ..data.images import decode_rgb
     from ..data.resumable import SeededItems
-    from ..data.shards import TarShards
 
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(1)
@@ -115,11 +114,8 @@ def data_bench(overrides: list[str], args) -> dict:
             overrides = [*overrides, "data.batch_size=64"]
         workers, on_device = build_data(overrides, "workers"), build_data(overrides, "device")
         count = min(len(workers.train_set), args.make_images)
-        if isinstance(workers.train_set, TarShards):  # data.format=shards: samples by index
-            images, read = list(range(count)), workers.train_set.read
-            decode = lambda i: decode_rgb(read(i)[0], str(i))  # noqa: E731
-        else:
-            images, read, decode = [path for path, _ in workers.train_set.samples[:count]], read_bytes, load_rgb
+        images, read = list(range(count)), workers.train_set.read  # either reader's samples, by index
+        decode = lambda i: decode_rgb(read(i)[0], str(i))  # noqa: E731
         batch_size = on_device.batch_size
         keys = [
             [(0, i) for i in range(start, start + batch_size)] for start in range(0, count - batch_size + 1, batch_size)
@@ -137,7 +133,7 @@ def data_bench(overrides: list[str], args) -> dict:
         batches = [collate_encoded(device_items.__getitems__(batch)) for batch in keys]
 
         def on_the_device(batch) -> None:
-            on_device.device_augment(batch, device)
+            on_device.pipeline.augment(batch, device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
 

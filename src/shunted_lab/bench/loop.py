@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..config import CONF_DIR, GRAPH_MODES
-from ..training.cuda_graphs import GraphContext, GraphedAdamW, StaticBatch
+from ..training.graphs.engine import GraphContext, GraphedAdamW, StaticBatch
 from .measure import AUTOCAST_DTYPES, COMPILED_MODES, backward, optimizer_step, sync
 
 # The training recipe of a default run (the module has no defaults of its own).
@@ -48,7 +48,7 @@ def loop_overhead(args) -> dict:
 
     def bare() -> float:
         model = fresh_model().to(device).train()
-        if mode in GRAPH_MODES:  # the module's graphed step: static batch, captured step (cuda_graphs.py)
+        if mode in GRAPH_MODES:  # the module's graphed step: static batch, captured step (training/graphs/engine.py)
             optimizer, batch = GraphedAdamW(model.parameters(), lr=1e-3, graphs=GraphContext(device)), StaticBatch()
         else:
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # as the module's

@@ -15,13 +15,13 @@ from ..config import GRAPH_MODES
 from ..models.pyramid import checkpoint_filter_fn
 from ..models.reference import reference_model
 from ..models.stats import count_gmacs, count_params
-from ..training.cuda_graphs import GraphContext, GraphedAdamW, GraphedForward
+from ..training.graphs.engine import GraphContext, GraphedAdamW, GraphedForward
 from .op_times import op_times_ms
 
 # Dense bf16 tensor-core peaks (TFLOP/s) for MFU; other GPUs fall back to a measured matmul peak.
 GPU_BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 # How our models run, as `compile=` runs them in training: eager; every block compiled; the whole step
-# (and inference) in one CUDA graph, with the blocks compiled or eager (training/cuda_graphs.py).
+# (and inference) in one CUDA graph, with the blocks compiled or eager (training/graphs/engine.py).
 MODES = ("eager", "compile", *GRAPH_MODES)
 COMPILED_MODES = ("compile", "cudagraphs")
 AUTOCAST_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -3,7 +3,7 @@ image folders (or their tar shards); for segmentation the embedded SHAPES scenes
 and ADE20K.
 
 Each is imported when first named, so that a tool of this package that needs none of them
-(`python -m shunted_lab.data.pack`) starts without loading torch and timm.
+(`python -m shunted_lab.data.readers.pack`) starts without loading torch and timm.
 """
 
 import importlib

@@ -5,7 +5,7 @@ trained on, with the same augmentations. Three things make that so:
 
 - the order is a shuffle of (seed, epoch), this device's share of it (`ResumableSampler`, a
   DistributedSampler, so Lightning leaves it in place under DDP), and not the global RNG's state.
-  On tar shards (data/shards.py) it shuffles the shards, then the samples within each run of a few
+  On tar shards (data/readers/shards.py) it shuffles the shards, then the samples within each run of a few
   shards (`shard_window_order`), so that reading by index stays within a few open shards;
 - the loader knows its position in the epoch (`state_dict`), which the datamodule keeps in every
   checkpoint and gives back (`load_state_dict`) before the epoch's iterator is made

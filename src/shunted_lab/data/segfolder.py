@@ -14,7 +14,7 @@ with ignored pixels where the image is smaller) and flipped half the time. Evalu
 short side to `image_size`; a batch is padded to its largest image with ignored pixels, so the
 scores count every real pixel of the resized image once (mmsegmentation scores at the original
 resolution instead). Without `image_size` the size fits the images, as image folders fit theirs
-(image_files.fit_image_size). Every image needs its mask, and a mask value that is no class (nor
+(images.fit_image_size). Every image needs its mask, and a mask value that is no class (nor
 `ignore_index`) stops the run naming the file.
 """
 
@@ -33,7 +33,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..exits import DataError
 from .base import ImageData
-from .image_files import fit_image_size, load_rgb, median_short_side
+from .images import fit_image_size, load_rgb, median_short_side
 
 ADE20K_SPLITS = {"train": "training", "val": "validation"}
 

@@ -33,13 +33,13 @@ class PlainMlp(nn.Module):
     memory was not binding (benchmarks/README.md). Turn it on when memory bounds the batch.
     """
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, recompute: bool = False):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
-        self.recompute = False
+        self.recompute = recompute
 
     def activation(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         return self.act(x)
@@ -68,8 +68,8 @@ class PlainMlp(nn.Module):
 class DetailSpecificMlp(PlainMlp):
     """Shunted's FFN: fc1 -> GELU(x + DWConv3x3(x)) -> fc2; the residual keeps the point-wise path."""
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
-        super().__init__(dim, hidden_dim, drop)
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, recompute: bool = False):
+        super().__init__(dim, hidden_dim, drop, recompute)
         self.dwconv = DWConv(hidden_dim)
 
     def activation(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

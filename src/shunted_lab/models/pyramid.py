@@ -106,11 +106,60 @@ class StageBlocks(nn.ModuleList):
 
 
 class PyramidStage(nn.Module):
-    """Downsample (stem or patch embedding) -> blocks -> LayerNorm; NCHW in and out."""
+    """Downsample (stem or patch embedding) -> blocks -> LayerNorm; NCHW in and out. It builds its own
+    parts from its arguments, as timm's stages do: the first stage's downsample is the stem (`stem`:
+    `conv`, the official ConvStem, or `overlap`, PVTv2's 7x7/4 patch embedding), a later stage's a
+    3x3/2 overlapping patch embedding. Block j's mixer gets `shift` = j odd (swin)."""
 
-    def __init__(self, downsample: nn.Module, blocks: list[Block], dim: int, hidden_dim: int, cpu_chunk_mib: float):
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        depth: int,
+        *,
+        first: bool,
+        stem: str,
+        num_conv: int,
+        attention: str,
+        attention_kwargs: dict,
+        num_heads: int,
+        sr_ratio: int,
+        window_size: int,
+        qkv_bias: bool,
+        attn_drop: float,
+        ffn_cls: type[nn.Module],
+        mlp_ratio: float,
+        proj_drop: float,
+        ffn_recompute: bool,
+        drop_paths: list[float | None],
+        cpu_chunk_mib: float,
+    ):
         super().__init__()
-        self.downsample = downsample
+        if not first:
+            self.downsample = OverlapPatchEmbed(in_dim, dim)
+        elif stem == "conv":
+            self.downsample = ConvStem(in_dim, dim, num_conv)
+        else:
+            self.downsample = OverlapPatchEmbed(in_dim, dim, patch_size=7, stride=4)
+        hidden_dim = int(dim * mlp_ratio)
+        blocks = [
+            Block(
+                dim,
+                build_mixer(
+                    attention,
+                    dim,
+                    num_heads,
+                    dict(sr_ratio=sr_ratio, window_size=window_size, shift=j % 2 == 1),
+                    qkv_bias=qkv_bias,
+                    attn_drop=attn_drop,
+                    proj_drop=proj_drop,
+                    **attention_kwargs,
+                ),
+                ffn_cls(dim, hidden_dim, drop=proj_drop, recompute=ffn_recompute),
+                drop_paths[j],
+            )
+            for j in range(depth)
+        ]
         self.blocks = StageBlocks(blocks, hidden_dim, cpu_chunk_mib)
         self.norm = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
 
@@ -181,28 +230,28 @@ class PyramidTransformer(nn.Module):
         drop_paths = torch.linspace(0, drop_path_rate, sum(depths)).tolist() if drop_path_rate else [None] * sum(depths)
         stages, prev_dim = [], in_chans
         for i, (dim, depth) in enumerate(zip(embed_dims, depths, strict=True)):
-            if i > 0:
-                downsample = OverlapPatchEmbed(prev_dim, dim)
-            elif stem == "conv":
-                downsample = ConvStem(in_chans, dim, num_conv)
-            else:
-                downsample = OverlapPatchEmbed(in_chans, dim, patch_size=7, stride=4)
-            blocks, hidden_dim = [], int(dim * mlp_ratios[i])
-            for j in range(depth):
-                mixer = build_mixer(
-                    attention,
-                    dim,
-                    num_heads[i],
-                    dict(sr_ratio=sr_ratios[i], window_size=window_sizes[i], shift=j % 2 == 1),
-                    qkv_bias=qkv_bias,
-                    attn_drop=attn_drop_rate,
-                    proj_drop=proj_drop_rate,
-                    **(attention_kwargs or {}),
-                )
-                ffn = ffn_cls(dim, hidden_dim, drop=proj_drop_rate)
-                ffn.recompute = ffn_recompute  # see PlainMlp
-                blocks.append(Block(dim, mixer, ffn, drop_paths.pop(0)))
-            stages.append(PyramidStage(downsample, blocks, dim, hidden_dim, cpu_chunk_mib))
+            stage = PyramidStage(
+                prev_dim,
+                dim,
+                depth,
+                first=i == 0,
+                stem=stem,
+                num_conv=num_conv,
+                attention=attention,
+                attention_kwargs=attention_kwargs or {},
+                num_heads=num_heads[i],
+                sr_ratio=sr_ratios[i],
+                window_size=window_sizes[i],
+                qkv_bias=qkv_bias,
+                attn_drop=attn_drop_rate,
+                ffn_cls=ffn_cls,
+                mlp_ratio=mlp_ratios[i],
+                proj_drop=proj_drop_rate,
+                ffn_recompute=ffn_recompute,
+                drop_paths=[drop_paths.pop(0) for _ in range(depth)],
+                cpu_chunk_mib=cpu_chunk_mib,
+            )
+            stages.append(stage)
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
             prev_dim = dim
         self.stages = nn.Sequential(*stages)

@@ -20,7 +20,7 @@ def waiting_line(share: float, trainer) -> str:
     device = "GPU" if trainer.strategy.root_device.type == "cuda" else trainer.strategy.root_device.type.upper()
     data = trainer.datamodule
     tries = [f"more loader workers (data.num_workers={getattr(data, 'num_workers', '?')} now)"]
-    if getattr(data, "device_augment", False) is None:  # an image folder on the workers pipeline
+    if getattr(getattr(data, "pipeline", None), "name", None) == "workers":  # an image folder's pipeline
         tries.append("data.pipeline=device (decode and augment on the training device)")
     return (
         f"the {device} waited for data {share:.0%} of epoch {trainer.current_epoch}'s training time; "

@@ -201,7 +201,7 @@ def log_fit_end(loggers: list, module, datamodule, metrics: dict, output_dir: Pa
 def graph_metrics(module) -> dict:
     """The graph modes' one-time cost: graphs captured, and the seconds of the eager warm-up steps and
     captures before them (torch.compile's compilation included); None where nothing was captured."""
-    graphs = module.steps.context
+    graphs = module.graphs.context if module.graphs is not None else None
     if graphs is None or not graphs.capture:
         return {"cuda_graphs": None, "cuda_graphs_setup_s": None}
     log.info(

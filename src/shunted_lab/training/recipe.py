@@ -7,20 +7,22 @@ has no per-pixel label, so a per-pixel objective refuses it), an optional EMA of
 validated beside the model, torch.compile of the backbone's blocks, channels-last inputs and the
 epoch's mean training loss. A subclass gives `inputs_and_targets(batch)` and `criterion(logits,
 targets)` for training and `evaluate(batch, split, model)` for validation and test; `logits(model,
-x)` is the evaluation forward, and `steps` (cuda_graphs.TrainingSteps) runs the step as `compile=` asks.
+x)` is the evaluation forward. In a graph mode (`compile=cudagraphs`) the module runs under manual
+optimization and `graphs` (graphs/adapter.py) runs the step and the evaluation forward in CUDA graphs.
 """
 
 import math
 
 import lightning as L
 import torch
+from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics import MeanMetric, Metric
 
 from ..config import GRAPH_MODES
-from .cuda_graphs import TrainingSteps
+from .graphs import GraphedSteps
 
 SCHEDULES = ("cosine", "poly")
 
@@ -79,7 +81,9 @@ class RecipeModule(L.LightningModule):
             for network in (model, *((self.ema.module,) if self.ema is not None else ())):
                 network.compile_blocks(**options)
         self.model = model
-        self.steps = TrainingSteps(self, graphed=compile in GRAPH_MODES, max_grad_norm=max_grad_norm)
+        self.graphs = GraphedSteps(max_grad_norm) if compile in GRAPH_MODES else None
+        # A graph replays backward and the update with the forward: Lightning must not run them.
+        self.automatic_optimization = self.graphs is None
         # train/loss_epoch: kept in every checkpoint, so a run resumed mid-epoch still reports the mean
         # over the whole epoch (Lightning's own epoch aggregate starts again empty).
         self.train_loss = MeanMetric(nan_strategy="disable")  # NonFiniteLossGuard stops a NaN; no sync per step
@@ -107,14 +111,17 @@ class RecipeModule(L.LightningModule):
 
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """model(x) for evaluation."""
-        return self.steps.logits(model, x)
+        return model(x) if self.graphs is None else self.graphs.logits(model, x)
 
     def evaluate(self, batch, split: str, model: nn.Module) -> None:
         raise NotImplementedError
 
     def training_step(self, batch, batch_idx):
         x, targets = self.inputs_and_targets(batch)
-        loss = self.steps.loss(self, x, targets)
+        if self.automatic_optimization:  # Lightning then runs backward, clipping and the update
+            loss = self.criterion(self(x), targets)
+        else:  # a graph mode: the whole step, replayed
+            loss = self.graphs.training_step(self, x, targets)
         size = len(batch[0])
         self.log("train/loss_step", loss, prog_bar=True, batch_size=size)
         self.train_loss.update(loss.detach(), loss.new_full((), size))  # a Python int would be a host-to-device copy
@@ -147,7 +154,10 @@ class RecipeModule(L.LightningModule):
         )
         lr = hp.lr * global_batch / hp.lr_base_batch
         adamw = dict(lr=lr, weight_decay=hp.weight_decay, eps=hp.eps, betas=tuple(hp.betas))
-        optimizer = self.steps.optimizer(self.model, fused=hp.fused, **adamw)
+        if self.graphs is None:
+            optimizer = create_optimizer_v2(self.model, opt="adamw", fused=hp.fused, **adamw)
+        else:
+            optimizer = self.graphs.optimizer(self.model, **adamw)
         total = max(1, self.trainer.estimated_stepping_batches)
         steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
         warmup = min(total - 1, math.ceil(hp.warmup_epochs * steps_per_epoch))
@@ -164,4 +174,5 @@ class RecipeModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
+        """Every step: Lightning's call after each update, or the graph mode's (manual optimization)."""
         scheduler.step_update(num_updates=self.global_step)

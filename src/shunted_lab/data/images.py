@@ -1,4 +1,5 @@
-"""Image files on disk: reading them, and the input size that fits them (shared by the folder datasets)."""
+"""Image files: reading and decoding them, a transform that names the file it fails on, and the input
+size that fits them (shared by the readers, the pipelines and the segmentation folders)."""
 
 import io
 import logging
@@ -8,6 +9,14 @@ from PIL import Image
 from ..exits import DataError
 
 log = logging.getLogger(__name__)
+
+
+def read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
 
 
 def load_rgb(file, name: str | None = None) -> Image.Image:
@@ -24,16 +33,6 @@ def load_rgb(file, name: str | None = None) -> Image.Image:
 def decode_rgb(data: bytes, name: str) -> Image.Image:
     """An image file's bytes (read from a tar shard) as an RGB image."""
     return load_rgb(io.BytesIO(data), name)
-
-
-class DecodedItem:
-    """The `workers` pipeline's item from an image's bytes: decoded, then `transform`ed."""
-
-    def __init__(self, transform):
-        self.transform = transform
-
-    def __call__(self, data: bytes, label: int, name: str):
-        return transformed(self.transform, decode_rgb(data, name), name), label
 
 
 def transformed(transform, image: Image.Image, path: str):

@@ -1,6 +1,6 @@
 """Decode and augment a training batch on the training device: data.pipeline=device.
 
-The loader workers send each image's JPEG bytes and its drawn parameters (augment_draws.py); this
+The loader workers send each image's JPEG bytes and its drawn parameters (draws.py, encoded.py); this
 module turns the batch into the tensor timm's `workers` pipeline would have made, on the GPU (on
 the CPU where there is none, which is how the tests check it):
 
@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from ..exits import DataError
-from .augment_draws import OP_KINDS, AugmentPlan
+from ...exits import DataError
+from .draws import OP_KINDS, AugmentPlan
 
 log = logging.getLogger(__name__)
 

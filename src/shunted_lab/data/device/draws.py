@@ -1,5 +1,5 @@
 """A training item's augmentation, drawn in a loader worker exactly as timm's transform would draw it,
-and applied later to the whole batch on the training device (data.pipeline=device: device_augment.py).
+and applied later to the whole batch on the training device (data.pipeline=device: augment.py).
 
 The parameters come from timm's and torchvision's own transform objects, as `create_transform` built
 them for the `workers` pipeline: `AugmentPlan.of` reads the Compose, and `draw` runs each step's
@@ -28,9 +28,10 @@ from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import MaybeToTensor, RandomResizedCropAndInterpolation
 from torchvision import transforms as tv
 
-from ..exits import ConfigError
+from ...exits import ConfigError
 
-# What the device does for each of timm's RandAugment ops (device_augment.OPS); a batch carries the index in OP_KINDS.
+# What the device does for each of timm's RandAugment ops (augment.py's POINT_OPS and GEOMETRIC);
+# a batch carries the index in OP_KINDS.
 OP_KINDS = (
     "auto_contrast", "equalize", "invert", "rotate", "posterize", "solarize", "solarize_add",
     "color", "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x_rel", "translate_y_rel",

@@ -1,10 +1,8 @@
-"""WebDataset tar shards as a map-style dataset (data.format=shards), read with `wids`.
+"""The shard reader (data.format=shards): WebDataset tar shards as a map-style dataset, read with `wids`.
 
-The layout is the one ImageNet is shipped in on the Hugging Face hub (`timm/imagenet-1k-wds`) and the
-one `python -m shunted_lab.data.pack` writes: tar shards whose samples are a `<key>.jpg` (or another
-image type) and a `<key>.cls` (the class index as text), train and validation shard sets, and an
-`_info.json` that lists each split's shard files and their sample counts (timm's layout). A
-`classes.txt` beside it names the classes, one per line (pack writes one; the hub's has none).
+The layout (layout.py) is the one ImageNet is shipped in on the Hugging Face hub
+(`timm/imagenet-1k-wds`) and the one `python -m shunted_lab.data.readers.pack` writes. A
+`classes.txt` beside `_info.json` names the classes, one per line (pack writes one; the hub's has none).
 
 Why `wids`: it reads a tar shard as an indexed, map-style view (`IndexedTarSamples`: the tar's headers
 indexed once, then each sample read by its position), so the project's resumable sampler and
@@ -24,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -37,16 +36,14 @@ from urllib.parse import urlparse
 import torch
 from torch.utils.data import Dataset
 
-from ..exits import ConfigError, DataError
+from ...exits import ConfigError, DataError
+from .layout import CLASSES_FILE, IMAGE_MEMBERS, INFO_FILE, LABEL_MEMBER, SPLIT_NAMES
 
 if TYPE_CHECKING:
     from wids.wids import IndexedTarSamples
 
 log = logging.getLogger(__name__)
 
-INFO_FILE, CLASSES_FILE = "_info.json", "classes.txt"
-SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val")}  # our split: the names it has in _info.json
-IMAGE_MEMBERS = (".jpg", ".jpeg", ".png", ".webp")
 OPEN_SHARDS = 16  # per process: the shards of a shuffle window, and the next
 # wids and braceexpand are imported where shards are read, not with this module: an image folder needs
 # neither, and a machine without them (the lent GPU machine) still trains on folders.
@@ -129,7 +126,8 @@ def shard_set(root: str, info: dict | None, split: str, pattern, cache: Path) ->
     if pattern is None and not listed:
         raise ConfigError(
             f"data.root={root!r} has no {INFO_FILE} listing a {'/'.join(SPLIT_NAMES[split])} split; "
-            f"write the shards with `python -m shunted_lab.data.pack`, or give data.{split}_shards (a brace pattern)"
+            "write the shards with `python -m shunted_lab.data.readers.pack`, "
+            f"or give data.{split}_shards (a brace pattern)"
         )
     from braceexpand import braceexpand
 
@@ -184,7 +182,7 @@ def read_classes(root: str, info: dict | None, num_classes: int | None, cache: P
 
 class TarShards(Dataset):
     """The samples of a ShardSet by global index, each read as (image bytes, class index, name) and
-    handed to `prepare` (image_files.DecodedItem, encoded.EncodedItem); the name, `<shard>:<key>`,
+    handed to `prepare` (a pipeline's item: pipelines.py); the name, `<shard>:<key>`,
     is for errors. A sample that cannot be read or prepared (its shard missing or cut off, no `cls`
     or image member, an image that does not decode) is a DataError naming the shard; with
     `skip_bad` it is replaced by the next good sample of the set, and counted (`skipped`, shared by
@@ -230,13 +228,14 @@ class TarShards(Dataset):
         else:
             sample = samples[inner]
             name = f"{location}:{sample['__key__']}"
-            image = next((sample[m] for m in IMAGE_MEMBERS if m in sample), None)
-            if ".cls" not in sample or image is None:
-                missing = "cls" if ".cls" not in sample else "image (jpg, png, webp)"
+            image = next((sample[suffix] for suffix in IMAGE_MEMBERS if suffix in sample), None)
+            label = sample.get(f".{LABEL_MEMBER}")
+            if label is None or image is None:
+                missing = LABEL_MEMBER if label is None else f"image ({', '.join(IMAGE_MEMBERS)})"
                 error = f"sample {sample['__key__']} of shard {location} has no {missing} member"
             else:
                 try:
-                    return image.getvalue(), int(sample[".cls"].getvalue()), name
+                    return image.getvalue(), int(label.getvalue()), name
                 except ValueError:
                     error = f"sample {sample['__key__']} of shard {location} has a cls that is not a class index"
         raise DataError(error)
@@ -266,3 +265,39 @@ class TarShards(Dataset):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "open": {}}  # a loader worker opens its own
+
+
+class ShardReader:
+    """A classification dataset stored as tar shards under `root` (a folder or URL): its classes, its
+    splits as TarShards of a pipeline's items, and a sample of its images for sizing. `_info.json`
+    lists the shards, or `train_shards`/`val_shards` brace patterns name them; remote shards are
+    downloaded into `shard_cache`; `num_classes`, where set, is checked against the data (and names
+    the classes of shards that come without a classes.txt). With `skip_bad`, a bad sample is
+    skipped when it is met, and counted."""
+
+    group_names = None  # a groups file lists files; shards have none
+
+    def __init__(self, root: str, skip_bad: bool, num_classes: int | None, train_shards, val_shards, shard_cache: str):
+        self.root, self.skip_bad, self.cache = root, skip_bad, Path(shard_cache)
+        info = read_info(root, self.cache)
+        self.shards = {
+            split: shard_set(root, info, split, pattern, self.cache)
+            for split, pattern in (("train", train_shards), ("val", val_shards))
+        }
+        self.classes = read_classes(root, info, num_classes, self.cache)
+        self.shard_lengths = self.shards["train"].lengths  # the training order's shard windows (resumable.py)
+        self.splits: dict[str, TarShards] = {}
+
+    def split(self, split: str, item) -> TarShards:
+        self.splits[split] = TarShards(self.shards[split], self.cache, item, self.skip_bad)
+        return self.splits[split]
+
+    def sample_files(self, count: int = 32) -> list:
+        """The first samples of the first training shard, as file objects."""
+        first = TarShards(self.shards["train"], self.cache, lambda data, *_: io.BytesIO(data))
+        return [first[i] for i in range(min(count, self.shards["train"].lengths[0]))]
+
+    def report(self) -> None:
+        for split, dataset in self.splits.items():
+            if int(dataset.skipped):
+                log.warning("skipped %d bad %s samples of the shards so far", int(dataset.skipped), split)

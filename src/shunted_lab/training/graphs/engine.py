@@ -1,4 +1,5 @@
-"""The whole training step in one CUDA graph (`compile=cudagraphs`), and evaluation in graphs.
+"""The graph engine: the whole training step in one CUDA graph (`compile=cudagraphs`), and evaluation
+in graphs.
 
 Why: on the GPU a Shunted-S step is bound by the host. Its 19 narrow blocks launch thousands of
 small kernels a step, and compiling them (fewer, faster kernels) leaves the host the bottleneck:
@@ -34,11 +35,11 @@ What a graph reads must stay where it was captured, whatever Lightning does betw
 - evaluation inputs whose shapes keep changing (folder datasets pad each batch to its largest
   image) run eagerly past `MAX_EVAL_SHAPES` captured shapes per module.
 
-`TrainingSteps` is what a LightningModule asks of all this: its training step's loss, its
-evaluation logits and its optimizer, eager or graphed. On the CPU nothing is captured: the same code
-runs eagerly (buffers, padding, the lr tensors, the kept gradients). That is how the tests check it
-against the plain step. All graphs of a module share one memory pool; each graph's outputs are
-copied out before another graph runs.
+This module is torch's and timm's only (the benchmarks drive it without Lightning); `lightning.py`
+adapts it to a LightningModule. On the CPU nothing is captured: the same code runs eagerly (buffers,
+padding, the lr tensors, the kept gradients). That is how the tests check it against the plain step.
+All graphs of a module share one memory pool; each graph's outputs are copied out before another
+graph runs.
 """
 
 import itertools
@@ -47,7 +48,7 @@ import time
 from contextlib import contextmanager, nullcontext
 
 import torch
-from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from timm.optim import param_groups_weight_decay
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -286,63 +287,9 @@ class GraphedForward:
         return graph, static_in, static_out
 
 
-class TrainingSteps:
-    """What a LightningModule's recipe asks of its step mode: the optimizer, the training step's loss
-    and the evaluation logits. Eager: the plain optimizer, `criterion(module(x))` (Lightning runs
-    backward and the update), `model(x)`. Graphed (`compile=cudagraphs|cudagraphs-eager`): the step
-    runs under manual optimization as one GraphedAdamW step over StaticBatch's buffers, the schedule
-    stepped after it as Lightning steps it in automatic optimization; evaluation in GraphedForward."""
-
-    def __init__(self, module, graphed: bool, max_grad_norm: float | None):
-        module.automatic_optimization = not graphed
-        self.graphed, self.max_grad_norm = graphed, max_grad_norm
-        self.context: GraphContext | None = None  # made on the device by the first graphed call
-        self.batch = StaticBatch()
-        self.forward: GraphedForward | None = None
-
-    def graphs(self, device: torch.device) -> GraphContext:
-        if self.context is None or self.context.device != device:
-            self.context = GraphContext(device)
-            self.forward = None
-            if not self.context.capture:
-                log.info("graph mode on the %s: no CUDA graph is captured; the same step runs eagerly", device.type)
-        return self.context
-
-    def optimizer(self, model: nn.Module, fused: bool, **adamw) -> torch.optim.Optimizer:
-        if not self.graphed:
-            return create_optimizer_v2(model, opt="adamw", fused=fused, **adamw)
-        # The parameter groups create_optimizer_v2 makes (no decay on biases and 1-D parameters).
-        skip = getattr(model, "no_weight_decay", set)()
-        groups = param_groups_weight_decay(model, adamw["weight_decay"], no_weight_decay_list=skip)
-        device = next(model.parameters()).device
-        return GraphedAdamW(groups, graphs=self.graphs(device), max_grad_norm=self.max_grad_norm, **adamw)
-
-    def loss(self, module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if not self.graphed:
-            return module.criterion(module(x), targets)
-        # A batch of other shapes (a loader's smaller last batch: ours drop it in training) runs
-        # eagerly on the same weights and optimizer state.
-        graphed = self.batch.load(x, targets)
-        if graphed:
-            x, targets = self.batch.tensors
-        strategy = module.trainer.strategy
-
-        def loss_and_backward():
-            # The strategy's backward without Lightning's backward hooks, which would run inside the capture.
-            loss = module.criterion(module(x), targets)
-            strategy.pre_backward(loss)
-            loss.backward()
-            strategy.post_backward(loss)
-            return loss
-
-        loss = module.optimizers().step(loss_and_backward=loss_and_backward, graphed=graphed)
-        module.lr_schedulers().step_update(num_updates=module.global_step)
-        return loss
-
-    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if not self.graphed:
-            return model(x)
-        context = self.graphs(x.device)
-        if self.forward is None:
-            self.forward = GraphedForward(context)
-        return self.forward(model, x)
+def graphed_adamw(model: nn.Module, graphs: GraphContext, max_grad_norm: float | None, **adamw) -> GraphedAdamW:
+    """GraphedAdamW over the parameter groups timm's create_optimizer_v2 makes (no weight decay on
+    biases and 1-D parameters), as the eager recipe's AdamW has them."""
+    skip = getattr(model, "no_weight_decay", set)()
+    groups = param_groups_weight_decay(model, adamw["weight_decay"], no_weight_decay_list=skip)
+    return GraphedAdamW(groups, graphs=graphs, max_grad_norm=max_grad_norm, **adamw)

@@ -1,10 +1,9 @@
-"""python -m shunted_lab.data.pack <image folder> <out dir>: an ImageNet-layout folder as tar shards.
+"""python -m shunted_lab.data.readers.pack <image folder> <out dir>: an ImageNet-layout folder as tar shards.
 
-The shards are those data.format=shards reads (data/shards.py), laid out as `timm/imagenet-1k-wds` is:
-`<name>-train-0000.tar ...` and `<name>-validation-0000.tar ...`, each sample a `<key>.jpg` (the
-file's own bytes, not re-encoded; a PNG stays a `.png`), a `<key>.cls` (the class index) and a
-`<key>.json` (the file it came from); `_info.json` lists each split's shards and sample counts, and
-`classes.txt` the class names in index order. The training samples are shuffled across the shards
+The shards are those data.format=shards reads (shards.py), in the layout of layout.py: each sample
+a `<key>.jpg` (the file's own bytes, not re-encoded; a PNG stays a `.png`), a `<key>.cls` (the class
+index) and a `<key>.json` (the file it came from); `_info.json` lists each split's shards and sample
+counts, and `classes.txt` the class names in index order. The training samples are shuffled across the shards
 (the training order shuffles shards, then samples within a few of them).
 
 Every image is decoded once: a file that does not decode is listed in `skipped.txt` and left out.
@@ -27,10 +26,10 @@ from typing import NoReturn
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..exits import EXIT_CONFIG_ERROR
-from ..files import atomic_write, write_json, write_text
+from ...exits import EXIT_CONFIG_ERROR
+from ...files import atomic_write, write_json, write_text
+from .layout import CLASSES_FILE, IMAGE_MEMBERS, INFO_FILE, LABEL_MEMBER, SKIPPED_FILE, SPLIT_NAMES, published_split
 
-IMAGE_SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp", ".bmp": "bmp"}
 PROGRESS_FILE = "_pack_progress.json"  # the shards written so far, and the arguments they were written with
 
 
@@ -39,7 +38,7 @@ def folder_samples(folder: Path, split: str, classes: list[str]) -> list[tuple[s
     samples = []
     for index, name in enumerate(classes):
         for path in sorted((folder / split / name).iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.suffix.lower() in IMAGE_MEMBERS:
                 samples.append((path.relative_to(folder).as_posix(), index))
     return samples
 
@@ -80,8 +79,8 @@ def write_shard(folder: Path, path: Path, samples: list[tuple[str, int, str]]) -
                     skipped.append([relative, problem])
                     continue
                 meta = json.dumps({"filename": relative, "label": label}).encode()
-                kind = IMAGE_SUFFIXES[Path(relative).suffix.lower()]
-                for member, content in ((kind, data), ("cls", str(label).encode()), ("json", meta)):
+                kind = IMAGE_MEMBERS[Path(relative).suffix.lower()]
+                for member, content in ((kind, data), (LABEL_MEMBER, str(label).encode()), ("json", meta)):
                     info = tarfile.TarInfo(f"{key}.{member}")
                     info.size, info.mode = len(content), 0o444
                     tar.addfile(info, io.BytesIO(content))
@@ -95,7 +94,8 @@ def plan(folder: Path, name: str, per_shard: int, seed: int) -> tuple[list[str],
     """The class names, and each shard's file name and samples, the same on every run."""
     classes = class_names(folder)
     shards = {}
-    for split, published in (("train", "train"), ("val", "validation")):
+    for split in SPLIT_NAMES:
+        published = published_split(split)
         samples = folder_samples(folder, split, classes)
         if split == "train":
             random.Random(seed).shuffle(samples)
@@ -128,7 +128,7 @@ def pack(folder: Path, out: Path, name: str, per_shard: int = 1250, workers: int
             write_json(progress_path, done)
             bar.advance(task, len(shards[shard]))
     info = {"name": name, "num_classes": len(classes), "splits": {}}
-    for published in ("train", "validation"):
+    for published in map(published_split, SPLIT_NAMES):
         names = [s for s in shards if f"-{published}-" in s]
         lengths = [done["shards"][s]["samples"] for s in names]
         info["splits"][published] = {
@@ -138,15 +138,15 @@ def pack(folder: Path, out: Path, name: str, per_shard: int = 1250, workers: int
             "shard_lengths": lengths,
         }
     skipped = [row for s in shards for row in done["shards"][s]["skipped"]]
-    write_text(out / "classes.txt", "".join(f"{c}\n" for c in classes))
-    write_text(out / "skipped.txt", "".join(f"{path}\t{why}\n" for path, why in skipped))
-    write_json(out / "_info.json", info)
+    write_text(out / CLASSES_FILE, "".join(f"{c}\n" for c in classes))
+    write_text(out / SKIPPED_FILE, "".join(f"{path}\t{why}\n" for path, why in skipped))
+    write_json(out / INFO_FILE, info)
     return info
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m shunted_lab.data.pack",
+        prog="python -m shunted_lab.data.readers.pack",
         description="Write an ImageNet-layout folder (train/<class>/*, val/<class>/*) as WebDataset tar shards "
         "for data.format=shards. Run it again after a stop: it writes only the shards it lacks.",
     )
@@ -165,11 +165,11 @@ def main(argv: list[str] | None = None) -> None:
     info = pack(
         args.folder, args.out, args.name or args.folder.resolve().name, args.samples_per_shard, args.workers, args.seed
     )
-    skipped = (args.out / "skipped.txt").read_text().count("\n")
+    skipped = (args.out / SKIPPED_FILE).read_text().count("\n")
     for split in info["splits"].values():
         print(f"{split['name']}: {split['num_samples']} images in {len(split['filenames'])} shards")
     if skipped:
-        print(f"left out {skipped} image{'s' * (skipped != 1)} that did not decode: {args.out / 'skipped.txt'}")
+        print(f"left out {skipped} image{'s' * (skipped != 1)} that did not decode: {args.out / SKIPPED_FILE}")
     print(f"train on them: {train_command(args.out)}")
 
 

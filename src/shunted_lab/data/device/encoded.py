@@ -1,5 +1,5 @@
 """Training items as the loader workers send them for data.pipeline=device: the file's bytes and the
-item's drawn augmentation (augment_draws.py), batched for device_augment.py.
+item's drawn augmentation (draws.py), batched for augment.py.
 
 A worker reads the bytes, the image's size from its header, and draws; it decodes nothing, except
 an image the device's JPEG decoder cannot take (not an RGB JPEG: PNG, CMYK, greyscale), which it
@@ -13,20 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from ..exits import DataError
-from .augment_draws import OP_KINDS, AugmentPlan, draw
-from .image_files import decode_rgb
-
-
-def read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
+from ...exits import DataError
+from ..images import decode_rgb, read_bytes
+from .draws import OP_KINDS, AugmentPlan, draw
 
 
 class EncodedItem:
@@ -48,19 +39,8 @@ class EncodedItem:
             pixels = pil_to_tensor(decode_rgb(data, name))
         return pixels, label, name, draw(self.plan, width, height)
 
-
-class EncodedImages(Dataset):
-    """(path, label) samples as EncodedItem's items."""
-
-    def __init__(self, samples: list[tuple[str, int]], plan: AugmentPlan):
-        self.samples, self.item = samples, EncodedItem(plan)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        path, label = self.samples[i]
-        return self.item(read_bytes(path), label, path)
+    def from_file(self, path: str, label: int):
+        return self(read_bytes(path), label, path)
 
 
 @dataclass
