@@ -221,3 +221,16 @@ def test_a_ddp_run_on_shards_loads_every_training_sample_once_an_epoch_across_ra
     for epoch in ("0", "1"):
         counts = Counter(int(index) for e, index in loaded if e == epoch)
         assert sorted(counts) == list(range(24)) and set(counts.values()) == {1}
+
+
+def test_every_image_type_pack_writes_is_one_the_reader_reads(tmp_path):
+    """The writer and the reader share the layout's member names (readers/layout.py): a BMP packed is
+    a BMP read back, whole."""
+    write_image_folder(tmp_path / "images", classes=("cat", "dog"), per_class=2, suffix="bmp")
+    main([str(tmp_path / "images"), str(tmp_path / "shards"), "--workers=1"])
+    data = shard_data(tmp_path, tmp_path / "shards")
+    data.setup("fit")
+    source = sorted((tmp_path / "images" / "val" / "cat").iterdir())[0].read_bytes()
+    assert [data.val_set.read(i)[0] for i in range(len(data.val_set))].count(source) == 1
+    image, label = data.val_set[0]
+    assert image.shape == (3, 32, 32) and label in (0, 1)
