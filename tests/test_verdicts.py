@@ -188,3 +188,18 @@ def test_a_failed_job_is_named_in_the_row_and_the_others_still_pair(pvt_vs_shunt
     out = capsys.readouterr().out
     assert "seed 1 missing in attention=pvt" in out
     assert "## Seeds to resolve a difference of 0.01" in out and "shunted vs pvt, val top-1: " in out
+
+
+def test_a_task_eval_of_the_jobs_gets_verdicts_of_its_own(tmp_path):
+    """Scores that `task=eval` wrote beside each job (eval.json: the same checkpoints at another image
+    size, say) are compared as the sweep's own are, and named as the evaluation's."""
+    sweep = grid(tmp_path, ["pvt", "shunted"], ["plain"], [0, 1, 2])
+    for job in sorted(sweep.glob("*_*")):
+        shunted = "shunted" in job.name
+        seed = int(job.name[-1])
+        scores = {"test/top1": 0.5 + 0.1 * shunted + 0.01 * seed, "test/top1_small": 0.3 + 0.05 * seed}
+        (job / "eval.json").write_text(json.dumps(scores))
+    rows = {r["metric"]: r for r in verdict_rows(*load_jobs(sweep))}
+    assert rows["eval:test/top1"]["diff"] == pytest.approx(0.1) and rows["eval:test/top1"]["verdict"] == "a better"
+    assert rows["eval:test/top1_small"]["diff"] == pytest.approx(0.0)
+    assert sentence(rows["eval:test/top1"]).startswith("shunted vs pvt, task=eval test top-1:")

@@ -11,6 +11,9 @@ Paired by seed. Jobs with the same seed see the same data order and the same ini
 so the difference of two cells is measured seed by seed: a - b over the seeds completed in both. A
 seed missing or not completed on one side is named in the row (`missing`), never silently dropped.
 
+The metrics: the headline score (val and test), its per-group scores, train images/s, and where
+`task=eval` scored the jobs again (eval.json beside each), that evaluation's test score and groups.
+
 Per row and metric (higher is better for every one of them: top-1, mIoU, images/s):
 - `diff`: the mean over pairs of a - b, in the metric's unit in metrics.json (0.01 top-1 = 1 point);
   `sd`: the standard deviation of the differences (what `seeds_needed` and `--seeds-for` plan with);
@@ -67,6 +70,7 @@ COLUMNS = (
     "missing",
 )
 THROUGHPUT = "train/images_per_sec"
+EVAL = "eval:"  # task=eval's scores of a job, as jobs.extra_metrics names them
 SEED = "seed"
 
 
@@ -193,14 +197,22 @@ def comparisons(jobs: list[Job], common: list[str]) -> list[Comparison]:
 
 
 def metric_keys(jobs: list[Job]) -> list[str]:
-    """The sweep's headline score (val, test), then its per-group scores, then the training rate."""
+    """The sweep's headline score (val, test), then its per-group scores, then the training rate; then,
+    where `task=eval` scored the jobs again (eval.json beside each, e.g. at another image size), the
+    test score and its groups of that evaluation."""
     score = score_of(jobs)
     groups = group_names(jobs)
-    return [
+    keys = [
         *(f"{split}/{score}" for split in ("val", "test")),
         *(f"{split}/{score}_{g}" for split in ("val", "test") for g in groups),
         THROUGHPUT,
     ]
+    # The evaluation's own groups (its data may have groups the training data had not), in the sweep's order.
+    prefix = f"{EVAL}test/{score}_"
+    found = {k.removeprefix(prefix) for j in jobs if j.metrics for k in j.metrics if k.startswith(prefix)}
+    evaluated = [g for g in groups if g in found] + sorted(found - set(groups))
+    headline = [f"{EVAL}test/{score}"] if any(j.metrics and has(j, f"{EVAL}test/{score}") for j in jobs) else []
+    return keys + headline + [prefix + g for g in evaluated]
 
 
 def verdict_rows(jobs: list[Job], common: list[str]) -> list[dict]:
@@ -247,7 +259,9 @@ def metric_name(metric: str) -> str:
     """`val/top1_small` -> `val top-1 (small)`; the training rate -> `train img/s`."""
     if not is_score(metric):
         return "train img/s"
-    split, name = metric.split("/", 1)
+    evaluated = metric.startswith(EVAL)
+    split, name = metric.removeprefix(EVAL).split("/", 1)
+    split = f"task=eval {split}" if evaluated else split
     score, _, group = name.partition("_")
     return f"{split} {SCORE_NAMES.get(score, score)}" + (f" ({group})" if group else "")
 
