@@ -23,7 +23,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from harness import ROOT, write_result
@@ -39,7 +38,7 @@ def measure(args) -> dict:
     import torch.nn.functional as F
     from hydra import compose, initialize_config_dir
 
-    from shunted_lab.bench.measure import optimizer_step
+    from shunted_lab.bench.measure import optimizer_step, timed
     from shunted_lab.config import CONF_DIR, GRAPH_MODES
     from shunted_lab.models.factory import build_model
     from shunted_lab.training.graphs.engine import GraphContext, GraphedAdamW
@@ -70,14 +69,14 @@ def measure(args) -> dict:
         loss.backward()
         return loss
 
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
+    losses = []
+
+    def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = optimizer_step(optimizer, loss_and_backward)  # images and labels: the same tensors every step
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+            losses.append(optimizer_step(optimizer, loss_and_backward))  # the same tensors every step
+
+    times = timed(step, warmup=0, iters=args.steps, device=device)  # the first step timed too, and kept apart
+    loss = losses[-1]
     return {
         "mode": args.mode,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
