@@ -31,7 +31,6 @@ class DecodedItem:
 class WorkersPipeline:
     """timm's training transform in the loader workers."""
 
-    name = "workers"
     collate = None  # PyTorch's default: the items are tensors of one shape
 
     def __init__(self, transform):
@@ -46,8 +45,6 @@ class WorkersPipeline:
 
 class DevicePipeline:
     """The workers read the bytes and draw; the training device decodes and augments the batch."""
-
-    name = "device"
 
     def __init__(self, transform, skip_bad_images: bool):
         self.augment = DeviceAugment(AugmentPlan.of(transform), skip_bad_images)

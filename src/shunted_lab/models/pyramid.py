@@ -248,7 +248,7 @@ class PyramidTransformer(nn.Module):
                 mlp_ratio=mlp_ratios[i],
                 proj_drop=proj_drop_rate,
                 ffn_recompute=ffn_recompute,
-                drop_paths=[drop_paths.pop(0) for _ in range(depth)],
+                drop_paths=drop_paths[sum(depths[:i]) : sum(depths[: i + 1])],
                 cpu_chunk_mib=cpu_chunk_mib,
             )
             stages.append(stage)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 
+from ..data.pipelines import WorkersPipeline
 from ..exits import NonFiniteLossError
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ def waiting_line(share: float, trainer) -> str:
     device = "GPU" if trainer.strategy.root_device.type == "cuda" else trainer.strategy.root_device.type.upper()
     data = trainer.datamodule
     tries = [f"more loader workers (data.num_workers={getattr(data, 'num_workers', '?')} now)"]
-    if getattr(getattr(data, "pipeline", None), "name", None) == "workers":  # an image folder's pipeline
+    if isinstance(getattr(data, "pipeline", None), WorkersPipeline):  # an image folder decoding in the workers
         tries.append("data.pipeline=device (decode and augment on the training device)")
     return (
         f"the {device} waited for data {share:.0%} of epoch {trainer.current_epoch}'s training time; "

@@ -35,7 +35,7 @@ What a graph reads must stay where it was captured, whatever Lightning does betw
 - evaluation inputs whose shapes keep changing (folder datasets pad each batch to its largest
   image) run eagerly past `MAX_EVAL_SHAPES` captured shapes per module.
 
-This module is torch's and timm's only (the benchmarks drive it without Lightning); `lightning.py`
+This module is torch's and timm's only (the benchmarks drive it without Lightning); `adapter.py`
 adapts it to a LightningModule. On the CPU nothing is captured: the same code runs eagerly (buffers,
 padding, the lr tensors, the kept gradients). That is how the tests check it against the plain step.
 All graphs of a module share one memory pool; each graph's outputs are copied out before another
