@@ -331,3 +331,27 @@ def test_a_run_that_waits_for_its_data_logs_the_share_per_epoch_and_says_what_to
         and "of epoch 0's training time; try more loader workers (data.num_workers=0 now)" in warnings_[0]
     )
     assert read_metrics(cfg)["train/data_wait_share"] > 0.3
+
+
+def test_the_waiting_hint_offers_the_device_pipeline_only_to_an_image_folder_decoding_in_the_workers():
+    from types import SimpleNamespace
+
+    from timm.data import create_transform
+
+    from shunted_lab.data.pipelines import create_pipeline
+    from shunted_lab.training.callbacks import waiting_line
+
+    transform = create_transform(32, is_training=True)
+
+    def hint(pipeline) -> str:
+        data = SimpleNamespace(num_workers=2, **({} if pipeline is None else {"pipeline": pipeline}))
+        cpu = SimpleNamespace(root_device=torch.device("cpu"))
+        return waiting_line(0.4, SimpleNamespace(strategy=cpu, datamodule=data, current_epoch=1))
+
+    offer = "data.pipeline=device"
+    assert offer in hint(create_pipeline("workers", transform, False))
+    assert offer not in hint(create_pipeline("device", transform, False)) and offer not in hint(None)
+    assert (
+        hint(None)
+        == "the CPU waited for data 40% of epoch 1's training time; try more loader workers (data.num_workers=2 now)"
+    )
