@@ -22,6 +22,7 @@ from shunted_lab.exits import EXIT_PREEMPTED, ConfigError, Preempted, record_sto
 from shunted_lab.sweeps.jobs import load_jobs
 from shunted_lab.sweeps.write import write_report
 from shunted_lab.training.callbacks import RandomStateCheckpoint
+from shunted_lab.training.loggers import AppendingCSVLogger
 from shunted_lab.training.preemption import StopAgreement, StopSignals
 
 # 60 steps per epoch, 2 epochs; no periodic checkpoint: the only mid-epoch one is the signal's.
@@ -310,6 +311,39 @@ class RandomFlip(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return torch.rand(1).item(), np.random.rand(), i
+
+
+def test_the_csv_log_holds_each_row_once_on_disk_as_soon_as_logged_and_a_row_logged_again_replaces_it(tmp_path):
+    def on_disk() -> list[dict]:
+        with open(tmp_path / "csv" / "metrics.csv") as f:
+            return list(csv.DictReader(f))
+
+    first = AppendingCSVLogger(tmp_path, name="csv", version="")
+    for step in range(4):
+        first.log_metrics({"train/loss_step": 1.0 / (step + 1)}, step=step)
+    first.log_metrics({"val/top1": 0.5}, step=3)  # a new column: the file is rewritten under its new header
+    assert [(row["step"], row["val/top1"]) for row in on_disk()] == [
+        ("0", ""),
+        ("1", ""),
+        ("2", ""),
+        ("3", ""),
+        ("3", "0.5"),
+    ]
+    # Killed here, resumed from a checkpoint at step 2 by another process: it logs steps 2 and 3 again.
+    resumed = AppendingCSVLogger(tmp_path, name="csv", version="")
+    resumed.log_metrics({"train/loss_step": 7.0}, step=2)
+    resumed.log_metrics({"train/loss_step": 8.0}, step=3)
+    resumed.log_metrics({"val/top1": 0.75}, step=3)
+    resumed.log_metrics({"train/loss_step": 9.0}, step=4)
+    rows = [(row["step"], row["train/loss_step"], row["val/top1"]) for row in on_disk()]
+    assert rows == [
+        ("0", "1.0", ""),
+        ("1", "0.5", ""),
+        ("2", "7.0", ""),
+        ("3", "8.0", ""),
+        ("3", "", "0.75"),
+        ("4", "9.0", ""),
+    ]
 
 
 def test_an_items_random_draws_depend_on_seed_epoch_and_index_only_and_leave_the_callers_generators_alone():

@@ -75,7 +75,7 @@ def train(cfg: DictConfig) -> float:
         finally:
             # A failed sweep job must not leave its W&B run open: the next job's logger would reuse it.
             stop.closing()
-            close_loggers(loggers, status, stop.saved_step if status == "preempted" else None)
+            close_loggers(loggers, status)
     return metrics[cfg.optimized_metric]
 
 

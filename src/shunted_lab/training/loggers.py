@@ -5,12 +5,14 @@ Used by training (fit.py) and by the tasks on trained checkpoints (checkpoints/t
 
 AppendingCSVLogger: Lightning's CSV writer deletes an existing metrics.csv when it starts, so resuming into a run
 directory, or evaluating after `fit` in a process spawned by ddp_spawn, would erase the log of
-the earlier process: this one appends to it, under its header. Its rows are written whenever a
-checkpoint is saved (and at the end), and only then, so the log on disk never holds a step the
-resume (after a stop or a kill -9) logs again; a stopped run drops those it had not written.
+the earlier process: this one appends to it, under its header. A row is on disk as soon as it is
+logged, so a kill -9 loses none (an epoch's closing rows, logged after the checkpoint saved at its
+validation's end, are never logged again by a resume). A row logged again (the same step, the same
+keys: a resumed run redoing the steps after its checkpoint) replaces the one on disk, so each is there once.
 """
 
 import csv
+import io
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -20,37 +22,67 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
 
 from ..exits import EXIT_PREEMPTED
+from ..files import atomic_write, signals_held
 from ..run_dirs import WANDB_ID_FILE, sweep_tag
 from ..wandb_env import wandb_offline
 
 
+def row_id(row: dict) -> tuple[int, frozenset]:
+    """What a row of the log holds: its step and the keys it has values for (a value read back from
+    the file is a string, empty where the row has none)."""
+    return int(float(row["step"])), frozenset(k for k, v in row.items() if k != "step" and v not in ("", None))
+
+
+def read_log(path: Path) -> tuple[list[str], list[dict]]:
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
 class AppendingExperimentWriter(ExperimentWriter):
+    def __init__(self, log_dir: str):
+        super().__init__(log_dir)
+        self.header: list[str] = []
+        self.written: set | None = None  # the row ids on disk, read once a process
+
     def _check_log_dir_exists(self) -> None:
         """Keep an existing metrics.csv (Lightning deletes it here)."""
 
-    def _record_new_keys(self) -> set[str]:
-        # Another process of this run (spawned for fit/validate, or before a resume) may have
-        # written columns this copy of the writer has never seen: take the header from disk.
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                on_disk = next(csv.reader(f), [])
-            self.metrics_keys = sorted(set(self.metrics_keys) | set(on_disk))
-        return super()._record_new_keys()
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        path = Path(self.metrics_file_path)
+        if self.written is None:  # what the run's earlier processes wrote (another run's stage, a stopped one)
+            self.header, rows = read_log(path)
+            self.written = {row_id(row) for row in rows}
+        logged = {row_id(row) for row in self.metrics}
+        keys = sorted(set(self.header).union(*self.metrics))
+        if keys != self.header or logged & self.written:  # a new column, or rows logged again: a whole new file
+            rows = [row for row in read_log(path)[1] if row_id(row) not in logged] + self.metrics
+            atomic_write(path, lambda f: f.write(csv_text(keys, rows).encode()))
+            self.written = {row_id(row) for row in rows}
+        else:
+            with signals_held(), open(path, "a", newline="") as f:
+                f.write(csv_text(keys, self.metrics, header=False))
+            self.written |= logged
+        self.header, self.metrics = keys, []
+
+
+def csv_text(keys: list[str], rows: list[dict], header: bool = True) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=keys)
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 class AppendingCSVLogger(CSVLogger):
     def __init__(self, *args, **kwargs):
-        # Rows reach the file at each checkpoint and at the end, never between: the file never holds a
-        # step past the checkpoint a resume starts from, which would then be logged twice.
-        kwargs.setdefault("flush_logs_every_n_steps", 2**62)
+        kwargs.setdefault("flush_logs_every_n_steps", 1)  # each row on disk when it is logged
         super().__init__(*args, **kwargs)
-
-    def discard_unsaved(self, resume_step: int) -> None:
-        """Drop the unwritten rows that the resume logs again: the run stopped, and resumes at `resume_step`
-        (its last checkpoint's global step), whose rows are those of the steps from there on. An epoch's
-        end, logged after the checkpoint of its last step under the step before, is not done again: kept."""
-        if self._experiment is not None:
-            self._experiment.metrics = [row for row in self._experiment.metrics if row.get("step", 0) < resume_step]
 
     @property
     @rank_zero_experiment
@@ -59,10 +91,6 @@ class AppendingCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
         return self._experiment
-
-    def after_save_checkpoint(self, checkpoint_callback) -> None:
-        super().after_save_checkpoint(checkpoint_callback)
-        self.save()
 
 
 class WandbResultsLogger(WandbLogger):
@@ -115,12 +143,9 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
-def close_loggers(loggers: list, status: str, resume_step: int | None = None) -> None:
-    """Flush and close every logger; `status` is success, failed or preempted (W&B marks the run so);
-    a preempted training run resumes at `resume_step`."""
+def close_loggers(loggers: list, status: str) -> None:
+    """Flush and close every logger; `status` is success, failed or preempted (W&B marks the run so)."""
     for logger in loggers:
-        if resume_step is not None and isinstance(logger, AppendingCSVLogger):
-            logger.discard_unsaved(resume_step)
         logger.finalize("success" if status == "success" else "failed")
     if not any(isinstance(lg, WandbLogger) for lg in loggers):
         return

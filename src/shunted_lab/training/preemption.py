@@ -145,9 +145,6 @@ class StopSignals(L.Callback):
         """The fit's end: a stop saved before it happens now; otherwise steps after the last checkpoint
         are saved, so that after the fit a signal never has to wait."""
         if self.saved_for_stop:
-            # Saved again, now that the epoch's closing rows are logged: the resume, starting from the
-            # fit's end, does not log them again (and the rows of a stop would drop them unwritten).
-            trainer.save_checkpoint(last_checkpoint(self.output_dir))
             self._stop(trainer)
         if trainer.global_step > self.saved_step:
             trainer.save_checkpoint(last_checkpoint(self.output_dir))
