@@ -93,11 +93,15 @@ def test_pack_prints_a_command_that_trains_on_its_shards(tmp_path, capsys):
     assert metrics["global_step"] == samples // cfg.data.batch_size * cfg.trainer.max_epochs > 0
 
 
-def test_pack_onto_a_file_or_from_a_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
+def test_pack_onto_a_file_or_from_a_folder_the_reader_refuses_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "out.tar").write_text("")
+    write_image_folder(tmp_path / "images", classes=("dog", "fox"))
+    (tmp_path / "images" / "train" / "cat").mkdir()
     cases = {
         "out.tar is a file": [tmp_path, tmp_path / "out.tar"],
         "nowhere is not a folder": [tmp_path / "nowhere", tmp_path],
+        # The rule data.format=folder reads by (test_resilience), so that a pack never holds an empty class.
+        "images: train/ has empty class folders ['cat']": [tmp_path / "images", tmp_path / "shards"],
     }
     for message, argv in cases.items():
         with pytest.raises(SystemExit) as stop:

@@ -12,6 +12,7 @@ from torchvision.datasets import folder as tv_folder
 
 from ...exits import ConfigError, DataError
 from ..images import read_bytes
+from .layout import folder_classes
 
 log = logging.getLogger(__name__)
 
@@ -71,38 +72,11 @@ class FolderReader:
 
     def __init__(self, root: str, skip_bad: bool, num_classes: int | None, groups_file: str | None):
         self.root, self.skip_bad = Path(root), skip_bad
-        self.classes = self._folder_classes()
+        self.classes = folder_classes(self.root, f"data.root={root!r}")
         if num_classes is not None and num_classes != len(self.classes):
             raise ConfigError(f"data.num_classes={num_classes} but data.root={root!r} has {len(self.classes)}")
         self.groups = read_groups(Path(groups_file)) if groups_file else None
         self.group_names = sorted(set(self.groups.values())) if self.groups else None
-
-    def _folder_classes(self) -> list[str]:
-        classes = {split: self._classes(split) for split in ("train", "val")}
-        if classes["train"] != classes["val"]:
-            raise ValueError(
-                f"data.root={str(self.root)!r}: train/ and val/ hold different classes "
-                f"(only in train: {sorted(set(classes['train']) - set(classes['val']))[:5]}, "
-                f"only in val: {sorted(set(classes['val']) - set(classes['train']))[:5]})"
-            )
-        return classes["train"]
-
-    def _classes(self, split: str) -> list[str]:
-        folder = self.root / split
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"data.root={str(self.root)!r} has no {split}/ folder; "
-                f"expected {split}/<class>/<image> (ImageNet layout)"
-            )
-        classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
-        empty = [c for c in classes if not any(f.is_file() for f in (folder / c).iterdir())]
-        if not classes or empty:
-            raise FileNotFoundError(
-                f"data.root={str(self.root)!r}: {split}/ has "
-                + (f"empty class folders {empty[:5]}" if classes else "no class folders")
-                + "; every class needs at least one image"
-            )
-        return classes
 
     def split(self, split: str, item) -> FolderImages:
         folder = self.root / split

@@ -28,7 +28,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ...exits import EXIT_CONFIG_ERROR
 from ...files import atomic_write, write_json, write_text
-from .layout import CLASSES_FILE, IMAGE_MEMBERS, INFO_FILE, LABEL_MEMBER, SKIPPED_FILE, SPLIT_NAMES, published_split
+from .layout import (
+    CLASSES_FILE,
+    IMAGE_MEMBERS,
+    INFO_FILE,
+    LABEL_MEMBER,
+    SKIPPED_FILE,
+    SPLIT_NAMES,
+    folder_classes,
+    published_split,
+)
 
 PROGRESS_FILE = "_pack_progress.json"  # the shards written so far, and the arguments they were written with
 
@@ -41,17 +50,6 @@ def folder_samples(folder: Path, split: str, classes: list[str]) -> list[tuple[s
             if path.suffix.lower() in IMAGE_MEMBERS:
                 samples.append((path.relative_to(folder).as_posix(), index))
     return samples
-
-
-def class_names(folder: Path) -> list[str]:
-    split_classes = {}
-    for split in ("train", "val"):
-        if not (folder / split).is_dir():
-            fail(f"{folder} has no {split}/ folder; expected {split}/<class>/<image> (ImageNet layout)")
-        split_classes[split] = sorted(d.name for d in (folder / split).iterdir() if d.is_dir())
-    if split_classes["train"] != split_classes["val"] or not split_classes["train"]:
-        fail(f"{folder}: train/ and val/ must hold the same, non-empty, set of class folders")
-    return split_classes["train"]
 
 
 def decodes(data: bytes) -> str | None:
@@ -92,7 +90,10 @@ def write_shard(folder: Path, path: Path, samples: list[tuple[str, int, str]]) -
 
 def plan(folder: Path, name: str, per_shard: int, seed: int) -> tuple[list[str], dict[str, list]]:
     """The class names, and each shard's file name and samples, the same on every run."""
-    classes = class_names(folder)
+    try:
+        classes = folder_classes(folder, str(folder))
+    except ValueError as e:
+        fail(str(e))
     shards = {}
     for split in SPLIT_NAMES:
         published = published_split(split)
