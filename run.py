@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 # Nothing imported up here loads torch: --help, --cfg and a config error answer in a second or two.
 # The training stack (torch, Lightning, timm) is imported in main() once the config is known good.
-from shunted_lab.config import CONF_DIR, error_line, missing_extra, unknown_key, unknown_option
+from shunted_lab.config import CONF_DIR, check_config, error_line, missing_extra, unknown_key, unknown_option
 from shunted_lab.exits import (
     EXIT_CONFIG_ERROR,
     EXIT_DATA_ERROR,
@@ -140,7 +140,8 @@ def main(cfg: DictConfig) -> float | None:
         if in_sweep and Preempted.received:  # this process was told to stop: the jobs left wait for a rerun
             log.warning("%s not started: the sweep was stopped by %s", output_dir.name, Preempted.received)
             return None
-        if cfg.task == "train":  # train() checks the config, the resumed checkpoint included
+        if cfg.task == "train":
+            check_config(cfg)
             overrides = list(hydra_cfg.overrides.task)
             done = resume_interrupted(cfg, output_dir, in_sweep, overrides)
             if done is not None:

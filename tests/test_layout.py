@@ -129,18 +129,6 @@ def test_the_graph_engine_runs_without_lightning():
     assert not [m for m in modules if m.startswith(("lightning", "pytorch_lightning", "."))]
 
 
-def test_the_config_is_checked_once_on_each_tasks_path():
-    """run.py hands the config on: train() checks it (after the rerun of a stopped run has pointed
-    ckpt_path at its last.ckpt, which is checked with it), and the checkpoint tasks check theirs."""
-
-    def calls(path: Path) -> int:
-        tree = ast.parse(path.read_text())
-        return sum(isinstance(n, ast.Call) and ast.unparse(n.func) == "check_config" for n in ast.walk(tree))
-
-    assert calls(ROOT / "run.py") == 0
-    assert calls(PACKAGE / "training" / "fit.py") == calls(PACKAGE / "checkpoints" / "tasks.py") == 1
-
-
 def test_the_readme_lists_the_layers_in_this_order():
     readme = (ROOT / "README.md").read_text()
     listed = readme.split("`tests/test_layout.py`):", 1)[1].split("`run.py` last", 1)[0]
