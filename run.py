@@ -141,6 +141,8 @@ def main(cfg: DictConfig) -> float | None:
             log.warning("%s not started: the sweep was stopped by %s", output_dir.name, Preempted.received)
             return None
         if cfg.task == "train":
+            # Before anything loads torch, so that a mistake answers at once (tests/test_cli.py); train()
+            # checks again, for callers other than run.py and for the last.ckpt a rerun resumes from.
             check_config(cfg)
             overrides = list(hydra_cfg.overrides.task)
             done = resume_interrupted(cfg, output_dir, in_sweep, overrides)
