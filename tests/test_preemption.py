@@ -344,6 +344,13 @@ def test_the_csv_log_holds_each_row_once_on_disk_as_soon_as_logged_and_a_row_log
         ("3", "", "0.75"),
         ("4", "9.0", ""),
     ]
+    # A writer that another process's new column passed by (ddp_spawn's stages) appends under it.
+    resumed.log_metrics({"lr": 0.1}, step=5)
+    first.log_metrics({"train/loss_step": 6.0}, step=6)
+    assert [(row["step"], row["lr"], row["train/loss_step"]) for row in on_disk()[-2:]] == [
+        ("5", "0.1", ""),
+        ("6", "", "6.0"),
+    ]
 
 
 def test_an_items_random_draws_depend_on_seed_epoch_and_index_only_and_leave_the_callers_generators_alone():

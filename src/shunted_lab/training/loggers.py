@@ -33,6 +33,14 @@ def row_id(row: dict) -> tuple[int, frozenset]:
     return int(float(row["step"])), frozenset(k for k, v in row.items() if k != "step" and v not in ("", None))
 
 
+def file_state(path: Path) -> tuple | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 def read_log(path: Path) -> tuple[list[str], list[dict]]:
     if not path.is_file():
         return [], []
@@ -45,7 +53,8 @@ class AppendingExperimentWriter(ExperimentWriter):
     def __init__(self, log_dir: str):
         super().__init__(log_dir)
         self.header: list[str] = []
-        self.written: set | None = None  # the row ids on disk, read once a process
+        self.written: set = set()  # the ids of the rows on disk
+        self.on_disk: tuple | None = ()  # the file's size and time when this writer last read or wrote it
 
     def _check_log_dir_exists(self) -> None:
         """Keep an existing metrics.csv (Lightning deletes it here)."""
@@ -54,7 +63,7 @@ class AppendingExperimentWriter(ExperimentWriter):
         if not self.metrics:
             return
         path = Path(self.metrics_file_path)
-        if self.written is None:  # what the run's earlier processes wrote (another run's stage, a stopped one)
+        if file_state(path) != self.on_disk:  # another process of the run wrote it: a stopped one, a spawned stage
             self.header, rows = read_log(path)
             self.written = {row_id(row) for row in rows}
         logged = {row_id(row) for row in self.metrics}
@@ -67,7 +76,7 @@ class AppendingExperimentWriter(ExperimentWriter):
             with signals_held(), open(path, "a", newline="") as f:
                 f.write(csv_text(keys, self.metrics, header=False))
             self.written |= logged
-        self.header, self.metrics = keys, []
+        self.header, self.metrics, self.on_disk = keys, [], file_state(path)
 
 
 def csv_text(keys: list[str], rows: list[dict], header: bool = True) -> str:
