@@ -25,11 +25,11 @@ from shunted_lab.training.callbacks import RandomStateCheckpoint
 from shunted_lab.training.loggers import AppendingCSVLogger
 from shunted_lab.training.preemption import StopAgreement, StopSignals
 
-# 60 steps per epoch, 2 epochs; no periodic checkpoint: the only mid-epoch one is the signal's.
+# 30 steps per epoch, 2 epochs; no periodic checkpoint: the only mid-epoch one is the signal's.
 RUN = [
     *TINY,
     "logger=csv_wandb",
-    "data.num_train=960",
+    "data.num_train=480",
     "data.num_val=64",
     "data.num_test=64",
     "trainer.max_epochs=2",
@@ -118,7 +118,7 @@ def test_a_signal_mid_epoch_saves_that_step_and_the_rerun_ends_as_an_uninterrupt
     path, overrides = step_file(tmp_path, delay=0.02)
     overrides.append(f"compile={compile}")
     proc = run_py(tmp_path, *RUN, *overrides, f"hydra.run.dir={run_dir}")
-    at = int(signal_when(proc, path, train_step_at_least(75), sig).split()[1])
+    at = int(signal_when(proc, path, train_step_at_least(40), sig).split()[1])
     output = stopped_within(proc, 30)
     saved = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     assert at <= saved <= at + 1, (at, saved)  # the step done at the signal, or the one in progress
@@ -137,7 +137,7 @@ def test_a_signal_mid_epoch_saves_that_step_and_the_rerun_ends_as_an_uninterrupt
     history = {(step, key.replace("GraphedAdamW", "AdamW")): v for (step, key), v in history.items()}
     assert differences((final, history), uninterrupted) == []
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["global_step"] == 120 and metrics["wandb"]["id"] == wandb_id
+    assert metrics["global_step"] == 60 and metrics["wandb"]["id"] == wandb_id
     assert not (run_dir / "preempted.json").exists()
 
 
@@ -182,9 +182,9 @@ def test_a_signal_during_validation_lets_it_finish_and_the_rerun_ends_as_an_unin
     run_dir = tmp_path / "run"
     path, overrides = step_file(tmp_path, delay=0.2, in_validation=True)
     proc = run_py(tmp_path, *RUN, *overrides, f"hydra.run.dir={run_dir}")
-    signal_when(proc, path, lambda w: w[0] == "validation" and w[1:] == ["60", "1"], signal.SIGTERM)
+    signal_when(proc, path, lambda w: w[0] == "validation" and w[1:] == ["30", "1"], signal.SIGTERM)
     stopped_within(proc, 30)
-    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 60
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 30
     rerun(tmp_path, run_dir, *overrides)
     assert differences(results(run_dir), uninterrupted) == []  # epoch 0's validation is in the history once
 
@@ -196,7 +196,7 @@ def test_a_signal_in_the_evaluation_after_the_fit_stops_at_once_and_the_rerun_on
     proc = run_py(tmp_path, *RUN, *signalled, f"hydra.run.dir={run_dir}")
     output = stopped_within(proc, 120)
     assert "stopped by SIGTERM: nothing new to save" in output
-    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 120  # the fit's end was saved
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 60  # the fit's end was saved
     output = rerun(tmp_path, run_dir)
     assert differences(results(run_dir), uninterrupted) == []
 

@@ -34,22 +34,22 @@ def test_kill_9_mid_epoch_then_resume_continues_the_step_and_the_wandb_run(tmp_p
     run_dir = tmp_path / "run"
     overrides = [
         *TINY,
-        "data.num_train=1600",  # 100 steps per epoch
+        "data.num_train=480",  # 30 steps per epoch
         "data.num_val=64",
         "trainer.max_epochs=3",
-        "callbacks.periodic_checkpoint.every_n_train_steps=20",
+        "callbacks.periodic_checkpoint.every_n_train_steps=10",
         "logger=csv_wandb",
         f"hydra.run.dir={run_dir}",
     ]
     proc = run_py(tmp_path, *overrides)
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
-    while checkpoint_step(last) < 120 and proc.poll() is None and time.time() < deadline:
+    while checkpoint_step(last) < 40 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)  # mid epoch 1: a checkpoint at step >= 120 exists, 300 is the end
+    proc.send_signal(signal.SIGKILL)  # mid epoch 1: a checkpoint at step >= 40 exists, 90 is the end
     proc.wait()
     killed_at = checkpoint_step(last)
-    assert 120 <= killed_at < 200, killed_at
+    assert 40 <= killed_at < 60, killed_at
     assert not (run_dir / "metrics.json").exists()
     first_wandb_id = (run_dir / "wandb_run_id").read_text()
 
@@ -57,7 +57,7 @@ def test_kill_9_mid_epoch_then_resume_continues_the_step_and_the_wandb_run(tmp_p
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["global_step"] == 300 and metrics["epochs"] == 3
+    assert metrics["global_step"] == 90 and metrics["epochs"] == 3
     assert metrics["wandb"]["id"] == first_wandb_id  # the same W&B run, resumed
     with open(run_dir / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
