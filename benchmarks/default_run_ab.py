@@ -40,9 +40,11 @@ def run_once(tree: Path, root: Path, overrides: list[str]) -> dict:
     where = subprocess.run([sys.executable, "-c", find], env=env, capture_output=True, text=True)
     if not Path(where.stdout.strip()).is_relative_to(tree):  # an installed copy would shadow the commit's
         raise SystemExit(f"the commit's package is not the one imported: {where.stdout.strip() or where.stderr}")
-    wall = run_py(f"paths.root_dir={root}", *overrides, cwd=root, tree=tree, env=env, what=f"the run at {tree.name}")
+    finished = run_py(
+        f"paths.root_dir={root}", *overrides, cwd=root, tree=tree, env=env, what=f"the run at {tree.name}"
+    )
     metrics = read_metrics(root)
-    out = {"wall_s": wall, "train_images_per_s": metrics["train/images_per_sec"]}
+    out = {**finished._asdict(), "train_images_per_s": metrics["train/images_per_sec"]}
     out |= {k: metrics[k] for k in SCORES if k in metrics}
     return out
 
@@ -52,8 +54,10 @@ def markdown(commits: list[str], runs: dict, command: str) -> str:
     lines = [
         f"`{command}`",
         "",
-        "| commit | rounds | wall s (each) | wall vs first | train img/s (each) | " + " | ".join(scores) + " |",
-        "|---|---|---|---|---|" + "---|" * len(scores),
+        "| commit | rounds | wall s (each) | wall vs first | train img/s (each) | peak RSS MB (each) | "
+        + " | ".join(scores)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(scores),
     ]
     base = statistics.median(r["wall_s"] for r in runs[commits[0]])
     for commit in commits:
@@ -61,8 +65,10 @@ def markdown(commits: list[str], runs: dict, command: str) -> str:
         wall = statistics.median(r["wall_s"] for r in rs)
         each = ", ".join(f"{r['wall_s']:.0f}" for r in rs)
         speed = ", ".join(f"{r['train_images_per_s'] or 0:.1f}" for r in rs)  # 0: too few steps to time
+        rss = ", ".join(f"{r['peak_rss_mb']:.0f}" for r in rs)
         values = [", ".join(f"{r[k]:.3f}" for r in rs if k in r) for k in scores]
-        lines.append(f"| {commit} | {len(rs)} | {each} | {wall / base:.2f} | {speed} | " + " | ".join(values) + " |")
+        row = [commit, str(len(rs)), each, f"{wall / base:.2f}", speed, rss, *values]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # the checkout's package, also where it is not installed
@@ -25,15 +27,26 @@ def run_command(*args: str, tree: Path = ROOT) -> list[str]:
     return [sys.executable, str(tree / "run.py"), *args]
 
 
-def run_py(*args: str, cwd: Path, tree: Path = ROOT, env: dict | None = None, what: str = "the run") -> float:
-    """Run `python run.py *args` in `cwd` to its end and return its wall seconds; a failure ends the
-    benchmark naming `what`, with the end of the run's output."""
+class Finished(NamedTuple):
+    wall_s: float
+    peak_rss_mb: float  # the largest resident set of the run's process, or of a process it waited for
+
+
+def run_py(*args: str, cwd: Path, tree: Path = ROOT, env: dict | None = None, what: str = "the run") -> Finished:
+    """Run `python run.py *args` in `cwd` to its end: its wall seconds and peak memory. A failure ends
+    the benchmark naming `what`, with the end of the run's output."""
     start = time.perf_counter()
-    proc = subprocess.run(run_command(*args, tree=tree), cwd=cwd, env=env or run_env(), capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return seconds
+    with tempfile.TemporaryFile("w+") as output:
+        proc = subprocess.Popen(
+            run_command(*args, tree=tree), cwd=cwd, env=env or run_env(), stdout=output, stderr=output
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        if code != 0:
+            output.seek(0)
+            raise SystemExit(f"{what} failed (exit {code}):\n{output.read()[-6000:]}")
+    return Finished(seconds, usage.ru_maxrss / 1024)  # Linux counts KiB
 
 
 def read_metrics(where: Path) -> dict:

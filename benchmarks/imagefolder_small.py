@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
             "~callbacks.progress_bar",
             *args.overrides,
             cwd=Path(tmp),
-        )
+        ).wall_s
         metrics = read_metrics(Path(tmp) / "run")
     keys = ("val/top1", "test/top1", "train/images_per_sec", "epochs", "global_step", "params", "gmacs")
     report = {

@@ -72,7 +72,9 @@ def main() -> None:
             for pipeline in runs if seed % 2 == 0 else reversed(runs):
                 root = Path(tmp) / f"{pipeline}_seed{seed}"
                 root.mkdir()
-                wall = run_py(f"paths.root_dir={root}", *common, f"data.pipeline={pipeline}", f"seed={seed}", cwd=root)
+                wall = run_py(
+                    f"paths.root_dir={root}", *common, f"data.pipeline={pipeline}", f"seed={seed}", cwd=root
+                ).wall_s
                 metrics = read_metrics(root)
                 result = {"wall_s": wall, "train_images_per_s": metrics["train/images_per_sec"]}
                 result |= {k: metrics[k] for k in ("val/top1", "test/top1")}

@@ -29,7 +29,7 @@ def run_sweep(root: Path, launcher: list[str], overrides: list[str]) -> dict:
         f"hydra.sweep.dir={root}/sweep",
         cwd=root,
         what="the sweep",
-    )
+    ).wall_s
     jobs = []
     for metrics_file in sorted((root / "sweep").glob("*/metrics.json")):
         m = read_metrics(metrics_file)

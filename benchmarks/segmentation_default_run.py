@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="path without suffix: <out>.json and <out>.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        wall = run_py("objective=segmentation", f"hydra.run.dir={tmp}/run", cwd=Path(tmp))
+        wall = run_py("objective=segmentation", f"hydra.run.dir={tmp}/run", cwd=Path(tmp)).wall_s
         metrics = read_metrics(Path(tmp) / "run")
     data_cfg = metrics["config"]["data"] | {"root": None}  # regenerated here, not read from the run's cache
     baseline = background_only(data_cfg)

@@ -16,7 +16,7 @@ from shunted_lab.training import train
 PACKAGE = ROOT / "src" / "shunted_lab"
 # Lowest first. A module may import from a lower layer, or from its own part (package or module).
 LAYERS = [
-    {"files", "wandb_env", "exits", "run_dirs"},
+    {"files", "wandb_env", "cpu_allocator", "exits", "run_dirs"},
     {"config"},
     {"models", "data"},
     {"analysis"},

@@ -10,7 +10,6 @@ from helpers import official_key_listing, official_state_dict
 
 from shunted_lab.models import FFNS, MIXERS, PyramidTransformer
 from shunted_lab.models.ffn import PlainMlp
-from shunted_lab.models.pyramid import StageBlocks
 from shunted_lab.models.reference import reference_model
 from shunted_lab.models.stats import count_gmacs
 
@@ -74,25 +73,6 @@ def test_grad_checkpointing_gives_same_gradients():
     assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(model.parameters(), expected, strict=True))
 
 
-@pytest.mark.parametrize("attention", sorted(MIXERS))
-def test_cpu_batch_chunks_give_the_same_outputs_and_gradients(attention, monkeypatch):
-    chunk_sizes, run_blocks = [], StageBlocks.run
-    monkeypatch.setattr(StageBlocks, "run", lambda self, x, hw: chunk_sizes.append(len(x)) or run_blocks(self, x, hw))
-    torch.manual_seed(0)
-    whole = timm.create_model("shunted_nano", attention=attention, cpu_chunk_mib=0)
-    chunked = timm.create_model("shunted_nano", attention=attention, cpu_chunk_mib=0.01)  # one image per chunk
-    chunked.load_state_dict(whole.state_dict())
-    x = torch.randn(3, 3, 64, 64)
-    for model in (whole, chunked):
-        chunk_sizes.clear()
-        model(x).square().sum().backward()
-    assert chunk_sizes == [1] * 12  # 4 stages x 3 images
-    with torch.no_grad():
-        torch.testing.assert_close(chunked.eval()(x), whole.eval()(x), rtol=1e-5, atol=1e-6)
-    for (name, a), b in zip(whole.named_parameters(), chunked.parameters(), strict=True):
-        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     # every mixer and every FFN once
@@ -104,8 +84,8 @@ def test_every_variant_compiles_as_one_graph(attention, mlp):
     # does without generating code, so the check is backend-independent and takes seconds.
     torch._dynamo.reset()  # each variant's first compile, not a recompile past dynamo's limit
     torch.manual_seed(0)
-    # Batch chunks and the FFN's selective recomputation are traced too.
-    model = timm.create_model("shunted_nano", attention=attention, mlp=mlp, cpu_chunk_mib=0.01, ffn_recompute=True)
+    # The FFN's selective recomputation is traced too.
+    model = timm.create_model("shunted_nano", attention=attention, mlp=mlp, ffn_recompute=True)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     x = torch.randn(2, 3, 64, 64)
     compiled(x).square().sum().backward()
@@ -118,17 +98,17 @@ def test_every_variant_compiles_as_one_graph(attention, mlp):
         torch.testing.assert_close(compiled.eval()(x), model.eval()(x), rtol=1e-5, atol=1e-6)
 
 
-def test_ffn_recompute_under_autocast_with_batch_chunks():
-    # Later chunks hit autocast's weight-cast cache in forward but not when recomputed.
+def test_ffn_recompute_under_autocast_with_two_forwards_in_one_region():
+    # The second forward finds the weights' low-precision copies in autocast's cache; recomputed, it casts.
     torch.manual_seed(0)
-    model = timm.create_model("shunted_nano", cpu_chunk_mib=0.01, ffn_recompute=True)
-    x = torch.randn(3, 3, 64, 64)
+    model = timm.create_model("shunted_nano", ffn_recompute=True)
+    x = torch.randn(4, 3, 64, 64)
     grads = []
     for recompute in (True, False):
         set_ffn_recompute(model, recompute)
         model.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(x).float().square().mean()
+            loss = sum(model(half).float().square().mean() for half in x.split(2))
         loss.backward()
         grads.append([p.grad for p in model.parameters()])
     for a, b in zip(*grads, strict=True):
@@ -221,7 +201,6 @@ def test_missing_checkpoint_file_names_the_path(tmp_path):
             r"attention option\(s\) \['linear'\] not accepted by ShuntedAttention",
         ),
         (dict(drop_path_rate=1.5), r"drop_path_rate=1.5 is not allowed"),
-        (dict(cpu_chunk_mib=-1), r"cpu_chunk_mib=-1 is not allowed; expected >= 0"),
         (dict(ffn_recompute="yes"), r"ffn_recompute=.yes. is not allowed; expected true or false"),
     ],
 )

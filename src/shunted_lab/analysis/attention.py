@@ -17,7 +17,7 @@ def stage_of(mixer_name: str) -> int:
 class AttentionReducer:
     """`keep` for record_attention. queries: (show, 2) input pixels (row, column) for the first images.
 
-    Images are counted per mixer across calls: a stage may run its blocks over batch chunks (CPU).
+    Images are counted per mixer across calls: the model runs over the images a batch at a time.
     """
 
     def __init__(self, strides: list[int], queries: torch.Tensor):

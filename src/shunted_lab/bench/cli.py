@@ -14,7 +14,6 @@ speed drifts over minutes (shared CPUs do, by 10-20%) then slows every entry ali
 """
 
 import argparse
-import itertools
 import json
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..cpu_allocator import keep_freed_memory
 from ..files import write_json, write_text
 from ..models.reference import PRESETS
 from .data import data_bench, data_markdown
@@ -53,8 +53,8 @@ def entries(args) -> list[dict]:
     for model in args.models:
         for attention in args.attention:
             for mlp in args.mlp:
-                for chunk, mode in itertools.product(args.cpu_chunk_mib or [None], args.modes):
-                    entry = dict(
+                out += [
+                    dict(
                         kind="ours",
                         model=model,
                         attention=attention,
@@ -63,7 +63,8 @@ def entries(args) -> list[dict]:
                         ffn_recompute=ffn_recompute,
                         mode=mode,
                     )
-                    out.append(entry if chunk is None else dict(entry, cpu_chunk_mib=chunk))
+                    for mode in args.modes
+                ]
         if args.reference and model in PRESETS:
             out.append(
                 dict(
@@ -115,12 +116,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--attention", type=csv_list, default="shunted", help="mixers: vit,pvt,swin,shunted")
     p.add_argument("--mlp", type=csv_list, default="detail_specific", help="FFNs: plain,detail_specific,dwconv")
     p.add_argument("--peers", type=csv_list, default="", help="timm model names, random weights")
-    p.add_argument(
-        "--cpu-chunk-mib",
-        type=lambda s: [float(v) for v in csv_list(s)],
-        default=None,
-        help="our models' CPU batch-chunk budgets to compare, e.g. 16,0 (default: the model's own)",
-    )
     p.add_argument(
         "--ffn-recompute",
         choices=("on", "off"),
@@ -197,6 +192,8 @@ def write_results(rounds: list[list[dict]], failures: dict[str, str], meta: dict
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    # As a CPU training run does (cpu_allocator.py); the entries' processes see the same environment.
+    freed_memory_kept = torch.device(args.device).type == "cpu" and keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.entry:
@@ -216,7 +213,9 @@ def main(argv: list[str]) -> int:
         print(loop_markdown(result))
         return 0
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    allocator = "glibc keeping freed memory" if freed_memory_kept else "glibc's defaults"
+    cpu = f"CPU, {torch.get_num_threads()} threads, {allocator}"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     table_peak = (
         next((v for k, v in GPU_BF16_PEAK_TFLOPS.items() if k in name), None) if device.type == "cuda" else None
     )

@@ -39,7 +39,6 @@ def build(entry: dict) -> tuple[torch.nn.Module, dict]:
         mlp=entry["mlp"],
         drop_path_rate=0.0,
         ffn_recompute=entry.get("ffn_recompute", False),
-        **({"cpu_chunk_mib": entry["cpu_chunk_mib"]} if "cpu_chunk_mib" in entry else {}),
     )
     if entry["kind"] == "ours":
         return fast, {}

@@ -4,9 +4,7 @@
 def label(r: dict) -> str:
     if r["kind"] == "peer":
         return f"timm {r['model']}"
-    tags = f" [chunks {r['cpu_chunk_mib']:g} MiB]" if "cpu_chunk_mib" in r else ""
-    if r.get("ffn_recompute"):
-        tags += " [FFN recompute on]"
+    tags = " [FFN recompute on]" if r.get("ffn_recompute") else ""
     if r.get("mode", "eager") != "eager":
         tags += f" [{r['mode']}]"
     return f"{r['model']} {r['attention']}/{r['mlp']}{tags}" + (" (reference)" if r["kind"] == "reference" else "")

@@ -25,6 +25,7 @@ from ..models.factory import objective_of
 from ..models.stats import count_gmacs
 from ..run_dirs import EVAL_FILE, METRICS_FILE
 from ..sweeps.write import write_report
+from ..training.callbacks import KeepFreedMemoryOnCPU
 from ..training.console import quiet_libraries
 from ..training.loggers import build_loggers, close_loggers, log_analysis
 from ..training.objectives import build_module, check_data
@@ -54,7 +55,11 @@ def score(cfg: DictConfig, source: Source, model, datamodule, loggers: list, in_
     # The command's speed switches: compile=cudagraphs scores in CUDA graph replays.
     module = build_module(objective, model, datamodule, optim, channels_last=cfg.channels_last, compile=cfg.compile)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False
+        cfg.trainer,
+        logger=False,
+        callbacks=[KeepFreedMemoryOnCPU()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
     )
     results = {}
     for split in cfg.eval_splits:

@@ -51,9 +51,9 @@ class PlainMlp(nn.Module):
         x = self.fc1(x)
         if not (self.recompute and torch.is_grad_enabled() and x.requires_grad):
             return self.after_fc1(x, hw)
-        # Autocast caches a weight's low-precision copy for its whole region: a later batch chunk
-        # finds it cached in forward but casts afresh when recomputed, a mismatch that selective
-        # checkpointing refuses. Without the cache both passes cast (the weights are small).
+        # Autocast caches a weight's low-precision copy for its whole region: a second forward in one
+        # region (a caller's micro-batches) finds it cached but casts afresh when recomputed, a
+        # mismatch that selective checkpointing refuses. Without the cache both passes cast.
         device = x.device.type
         autocast = (
             torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False)

@@ -73,36 +73,21 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x), hw))
 
 
-@register_notrace_module  # torch.fx: runs as one leaf; the blocks' shapes and chunking must be concrete
+@register_notrace_module  # torch.fx: runs as one leaf; the blocks compute with the map's sizes, which must be concrete
 class StageBlocks(nn.ModuleList):
-    """A stage's blocks, run in order over (B, N, C) tokens of an H x W map.
+    """A stage's blocks, run in order over (B, N, C) tokens of an H x W map."""
 
-    On CPU the blocks run over batch chunks whose widest activation (the FFN's hidden tensor)
-    stays under cpu_chunk_mib: glibc page-faults every allocation over 32 MiB in afresh, which
-    cost Shunted-S 10-15% of a training step at batch 8 (benchmarks/README.md). Every op inside a
-    block is per image, so chunking changes no result. 0 turns it off.
-    """
-
-    def __init__(self, blocks: list[Block], hidden_dim: int, cpu_chunk_mib: float):
+    def __init__(self, blocks: list[Block]):
         super().__init__(blocks)
         self.grad_checkpointing = False
-        self.hidden_dim = hidden_dim
-        self.cpu_chunk_mib = cpu_chunk_mib
 
-    def run(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         for block in self:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, hw, use_reentrant=False)
             else:
                 x = block(x, hw)
         return x
-
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        image_bytes = x.shape[1] * self.hidden_dim * x.element_size()
-        images = max(1, int(self.cpu_chunk_mib * 2**20 // image_bytes)) if self.cpu_chunk_mib else len(x)
-        if x.device.type == "cpu" and images < len(x):
-            return torch.cat([self.run(chunk, hw) for chunk in x.split(images)])
-        return self.run(x, hw)
 
 
 class PyramidStage(nn.Module):
@@ -132,7 +117,6 @@ class PyramidStage(nn.Module):
         proj_drop: float,
         ffn_recompute: bool,
         drop_paths: list[float | None],
-        cpu_chunk_mib: float,
     ):
         super().__init__()
         if not first:
@@ -160,7 +144,7 @@ class PyramidStage(nn.Module):
             )
             for j in range(depth)
         ]
-        self.blocks = StageBlocks(blocks, hidden_dim, cpu_chunk_mib)
+        self.blocks = StageBlocks(blocks)
         self.norm = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,7 +184,6 @@ class PyramidTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
-        cpu_chunk_mib: float = 16,
         ffn_recompute: bool = False,
     ):
         super().__init__()
@@ -217,8 +200,6 @@ class PyramidTransformer(nn.Module):
             raise ValueError(f"drop_path_rate={drop_path_rate} is not allowed; expected 0 <= value < 1")
         if ffn_recompute not in (True, False):
             raise ValueError(f"ffn_recompute={ffn_recompute!r} is not allowed; expected true or false")
-        if cpu_chunk_mib < 0:
-            raise ValueError(f"cpu_chunk_mib={cpu_chunk_mib} is not allowed; expected >= 0 (0 turns chunking off)")
 
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -249,7 +230,6 @@ class PyramidTransformer(nn.Module):
                 proj_drop=proj_drop_rate,
                 ffn_recompute=ffn_recompute,
                 drop_paths=drop_paths[sum(depths[:i]) : sum(depths[: i + 1])],
-                cpu_chunk_mib=cpu_chunk_mib,
             )
             stages.append(stage)
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))

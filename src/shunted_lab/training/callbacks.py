@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 
+from ..cpu_allocator import keep_freed_memory
 from ..data.pipelines import WorkersPipeline
 from ..exits import NonFiniteLossError
 
@@ -222,3 +223,12 @@ class RandomStateCheckpoint(L.Callback):
         kind, keys, pos, has_gauss, gauss = states["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         random.setstate(states["python"])
+
+
+class KeepFreedMemoryOnCPU(L.Callback):
+    """On the CPU, glibc keeps the memory a step frees for the next step (cpu_allocator.py), in every
+    process of the run (ddp_spawn's start afresh) and in the loader workers they fork afterwards."""
+
+    def setup(self, trainer, pl_module, stage):
+        if trainer.strategy.root_device.type == "cpu":
+            keep_freed_memory()

@@ -20,7 +20,7 @@ from ..files import write_json, write_text
 from ..models.factory import build_model
 from ..models.stats import count_gmacs, count_params
 from ..run_dirs import HEADLINE, METRICS_FILE, WANDB_ID_FILE, resolve_resume_path
-from .callbacks import ModelSummary, RandomStateCheckpoint, TrainThroughput
+from .callbacks import KeepFreedMemoryOnCPU, ModelSummary, RandomStateCheckpoint, TrainThroughput
 from .checkpoint_io import AtomicCheckpointIO
 from .class_predictions import CONFUSION_MATRIX_MAX_CLASSES, predict_split, wandb_media
 from .console import quiet_libraries
@@ -100,7 +100,8 @@ def fit_and_evaluate(
     trainer_clip: dict,
 ) -> dict:
     # The run's own callbacks after the configured ones: the NaN guard sees a step before it is saved.
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [stop, RandomStateCheckpoint()]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks += [stop, RandomStateCheckpoint(), KeepFreedMemoryOnCPU()]
     for callback in callbacks:
         if isinstance(callback, ModelSummary):
             callback.forward_flops = 2e9 * summary["gmacs"]
