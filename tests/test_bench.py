@@ -15,14 +15,17 @@ from shunted_lab.config import CONF_DIR
 
 
 @pytest.mark.slow
-def test_bench_tiny_end_to_end_with_reference(tmp_path):
+def test_bench_tiny_end_to_end_with_reference_under_bf16_autocast(tmp_path):
+    # The GPU targets are bf16; the same autocast path runs here on the CPU, reference and peer included.
     out = tmp_path / "bench.json"
     argv = ["--models", "shunted_t", "--attention", "shunted", "--reference", "--peers", "resnet18"]
+    argv += ["--precision", "bf16"]
     argv += ["--ffn-recompute", "on", "--op-times"]
     argv += ["--batch-size", "1", "--image-size", "64", "--warmup", "1", "--iters", "1", "--rounds", "2"]
     argv += ["--out", str(out)]
     assert main(argv) == 0
     report = json.loads(out.read_text())
+    assert report["meta"]["peak_kind"] == "measured bf16 matmul"
     results = {r["kind"]: r for r in report["results"]}
     assert [r["kind"] for r in report["results"]] == ["ours", "reference", "peer"]
     reference, fast = results["reference"], results["ours"]
@@ -47,21 +50,7 @@ def test_bench_tiny_end_to_end_with_reference(tmp_path):
     assert "| ms per training step, op by op |" in table and "| all ops |" in table
     assert "shunted_t shunted/detail_specific (reference)" in table and "timm resnet18" in table
     assert "shunted_t shunted/detail_specific [FFN recompute on]" in table and "glibc keeping freed memory" in table
-    assert "| vs reference |" in table
-
-
-@pytest.mark.slow
-def test_bench_under_bf16_autocast(tmp_path):
-    # The GPU targets are bf16; the same autocast path runs here on the CPU, reference included.
-    out = tmp_path / "bench.json"
-    argv = ["--models", "shunted_t", "--attention", "shunted", "--reference", "--precision", "bf16"]
-    argv += ["--batch-size", "2", "--image-size", "64", "--warmup", "1", "--iters", "1", "--rounds", "1"]
-    assert main([*argv, "--out", str(out)]) == 0
-    report = json.loads(out.read_text())
-    assert report["meta"]["peak_kind"] == "measured bf16 matmul"
-    assert [(r["kind"], r["attention"]) for r in report["results"]] == [("ours", "shunted"), ("reference", "shunted")]
-    assert report["results"][0]["vs_reference"]["train_speedup"] > 0
-    assert "bf16" in out.with_suffix(".md").read_text()
+    assert "| vs reference |" in table and "bf16" in table
 
 
 @pytest.mark.slow
