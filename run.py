@@ -141,13 +141,13 @@ def main(cfg: DictConfig) -> float | None:
             log.warning("%s not started: the sweep was stopped by %s", output_dir.name, Preempted.received)
             return None
         if cfg.task == "train":
-            # Before anything loads torch, so that a mistake answers at once (tests/test_cli.py); train()
-            # checks again, for callers other than run.py and for the last.ckpt a rerun resumes from.
-            check_config(cfg)
             overrides = list(hydra_cfg.overrides.task)
             done = resume_interrupted(cfg, output_dir, in_sweep, overrides)
             if done is not None:
                 return done
+            # The one check of this run's config: before anything loads torch, so that a mistake answers at
+            # once (tests/test_cli.py), and after the resume, which may have pointed ckpt_path at last.ckpt.
+            check_config(cfg)
             if in_sweep:
                 write_json(output_dir / JOB_FILE, {"overrides": overrides})
         if cfg.task in ("eval", "analyze"):
@@ -160,7 +160,7 @@ def main(cfg: DictConfig) -> float | None:
 
         from shunted_lab.training import train
 
-        result = train(cfg)
+        result = train(cfg, config_checked=True)
         if rank_zero_only.rank == 0:
             tell_where(output_dir, in_sweep)
         return result

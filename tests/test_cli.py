@@ -43,7 +43,12 @@ def test_help_config_and_errors_answer_without_loading_torch(tmp_path):
         "report help": ["shunted_lab.report", "--help"],
         "unknown key": [*run, "data.batchsize=32"],
         "key of another preset": [*run, "data.format=shards"],
+        "resumed from a bad last.ckpt": [*run, "logger=csv", f"hydra.run.dir={tmp_path}/interrupted"],  # last
     }
+    # A run stopped before its end, whose last checkpoint is unreadable: the rerun resumes from it.
+    last = tmp_path / "interrupted" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"PK\x03\x04 not really a zip")
     proc = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(list(commands.values()))],
         capture_output=True,
@@ -54,8 +59,8 @@ def test_help_config_and_errors_answer_without_loading_torch(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     answers = dict(zip(commands, json.loads(proc.stdout.strip().splitlines()[-1]), strict=True))
-    for name, answer in answers.items():
-        assert not answer["torch"], f"{name} imported torch"
+    for name, answer in answers.items():  # the last one reads a checkpoint, which needs torch
+        assert not answer["torch"] or name == "resumed from a bad last.ckpt", f"{name} imported torch"
 
     help_page = answers["help"]
     assert help_page["code"] in (0, None) and help_page["out"].startswith("shunted-lab: which token mixer")
@@ -84,6 +89,13 @@ def test_help_config_and_errors_answer_without_loading_torch(tmp_path):
     ):
         assert answers[name]["code"] == 2 and answers[name]["err"].startswith(line), answers[name]
         assert len(answers[name]["err"].strip().splitlines()) == 1
+
+    # run.py's one check of the config comes after the resume pointed ckpt_path at last.ckpt.
+    resumed = answers["resumed from a bad last.ckpt"]
+    errors = [line for line in (resumed["out"] + resumed["err"]).splitlines() if "config error" in line]
+    assert resumed["code"] == 2 and len(errors) == 1, resumed
+    assert "ckpt_path: " in errors[0] and "last.ckpt is not a readable PyTorch checkpoint" in errors[0]
+    assert last.is_file()  # nothing saved is lost
 
 
 def test_a_mistyped_key_is_named_with_the_key_it_probably_meant():

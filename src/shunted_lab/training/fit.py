@@ -32,10 +32,13 @@ from .preemption import StopSignals
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> float:
+def train(cfg: DictConfig, config_checked: bool = False) -> float:
+    """Fit, validate and test one job; its metrics.json in cfg.paths.output_dir. The config is checked
+    first unless the caller did (run.py checks before it loads torch)."""
     start = time.perf_counter()
     quiet_libraries()
-    check_config(cfg)
+    if not config_checked:
+        check_config(cfg)
     # From here on a stop signal ends the run without losing a step (preemption.py).
     with StopSignals(cfg.paths.output_dir, cfg.stop_signals) as stop:
         L.seed_everything(cfg.seed, workers=True)
