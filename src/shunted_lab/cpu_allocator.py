@@ -3,10 +3,11 @@
 glibc serves every allocation of 32 MiB or more (its highest mmap threshold) with a fresh mmap and
 hands it back to the OS when it is freed, so the next step page-faults all of it in again. A CPU
 step makes such tensors (at batch 128 the default run's stem makes 32 MiB maps; Shunted-S's stage-1
-FFN, 51 MB tensors at batch 8). With mmap off and the heap's freed top kept, the next step reuses the same pages: the
-default run takes 0.92 of the time, inference at its shape runs about 1.4x faster, the scores are the same,
-and peak memory is about 13% higher (benchmarks/README.md, "On CPU the allocator"). It replaced
-batch chunks inside the model's forward, which covered only the FFNs' tensors and paid less.
+FFN, 51 MB tensors at batch 8). With mmap off and the heap's freed top kept, the next step reuses
+the same pages: the default run takes 0.92 of the time, inference at its shape runs about 1.4x
+faster, the scores are the same, and peak memory is about 13% higher (benchmarks/README.md, "On CPU
+the allocator"). It replaced batch chunks inside the model's forward, which covered only the FFNs'
+tensors and paid less.
 
 Applied in every process of a run on the CPU (training/callbacks.py, KeepFreedMemoryOnCPU) and by
 the bench on the CPU. A MALLOC_* variable of the user's own, or malloc tunables in GLIBC_TUNABLES,
