@@ -80,9 +80,13 @@ def fault(tmp_path: Path, command: list[str], kind: str, delay: float) -> str:
 
 
 def logged_rows(run_dir: Path) -> Counter:
-    """The CSV log's rows (timing aside), with how often each was written: a step logged twice shows."""
+    """The CSV log's rows (timing aside), with how often each was written: a step logged twice shows.
+
+    A row that held timing only is left out with its timing: whether it is written at all is timing
+    too (an epoch resumed with fewer batches left than the throughput's warm-up has no wait share)."""
     with open(run_dir / "csv" / "metrics.csv") as f:
-        return Counter(frozenset((k, v) for k, v in row.items() if v and k not in TIMING) for row in csv.DictReader(f))
+        rows = [frozenset((k, v) for k, v in row.items() if v and k not in TIMING) for row in csv.DictReader(f)]
+    return Counter(row for row in rows if {k for k, _ in row} - {"step", "epoch"})
 
 
 def job_results(sweep: Path) -> dict:
