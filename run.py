@@ -158,7 +158,7 @@ def main(cfg: DictConfig) -> float | None:
             return None
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-        from shunted_lab.training import train
+        from shunted_lab.training.fit import train
 
         result = train(cfg, config_checked=True)
         if rank_zero_only.rank == 0:

@@ -34,7 +34,7 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
         BACKEND=aot_eager SEG_MODEL=nano SEG_IMAGE=64 GRAPH_MODE=cudagraphs-eager RUN_DIR=/tmp/gpu_dry_run
         RUN_MODEL=nano RUN_TRAIN=256 RUN_EVAL=32 RUN_BATCH=16 RUN_WORKERS=2 "STOP_AFTER=Total FLOPs"
         DATA_IMAGES=16 DATA_WORKERS=0 DATA_BATCH=8 JPEG_EPOCHS=1 "COMPARE_ARGS=--num-train 128 --epochs 1"
-        "TESTS_MARK=not slow")
+        "TESTS_MARK=not slow" "TESTS_K=odd_last_batch or trains_and_resumes_mid_epoch or waits_for_its_data")
     for setting in "${tiny[@]}"; do
         name=${setting%%=*}
         [ -n "${!name:-}" ] || export "${setting?}"
@@ -71,8 +71,10 @@ print('torch', torch.__version__, 'timm', timm.__version__, 'lightning', lightni
 echo "== CUDA tests, slow ones included (the graph mode, the device pipeline, the data wait in a graph-mode run)"
 # -o addopts= : pyproject's `-n auto` needs pytest-xdist, which the GPU machine lacks.
 limit=$(within 30 150)
-# TESTS_MARK: a marker expression (the dry run leaves the slow tests to the suite, which runs them anyway).
+# TESTS_MARK, TESTS_K: a marker and a name expression. The dry run leaves the slow tests to the suite,
+# which runs them all anyway, and runs one test of each file: every file is still collected (imported).
 timeout -k 10 "$limit" "$PYTHON" -m pytest -q -p no:cacheprovider -o addopts= ${TESTS_MARK:+-m "$TESTS_MARK"} \
+    ${TESTS_K:+-k "$TESTS_K"} \
     tests/test_cuda_graphs.py \
     tests/test_device_augment.py "tests/test_train.py::test_a_run_that_waits_for_its_data_logs_the_share_per_epoch_and_says_what_to_try"
 tests=$?

@@ -50,7 +50,7 @@ def trained_run(tmp_path_factory):
     """A tiny shunted run directory (best checkpoint, metrics.json), analyzed after training (8 images)."""
     from helpers import compose_cfg
 
-    from shunted_lab.training import train
+    from shunted_lab.training.fit import train
 
     tmp = tmp_path_factory.mktemp("trained")
     train(compose_cfg(tmp, "analysis.enabled=true", "analysis.num_images=8", "analysis.show=2"))

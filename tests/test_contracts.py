@@ -10,7 +10,7 @@ from helpers import CONF_DIR, ROOT, SHAPES_TINY, TINY, compose_cfg, read_metrics
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from shunted_lab.training import train
+from shunted_lab.training.fit import train
 
 
 def tracked_files() -> list[Path]:

@@ -8,7 +8,7 @@ from timm.data import auto_augment
 from shunted_lab.data.images import load_rgb, transformed
 from shunted_lab.data.timm_posterize import POSTERIZE_OPS, timm_posterize
 from shunted_lab.exits import DataError
-from shunted_lab.training import train
+from shunted_lab.training.fit import train
 
 
 def test_imagenet_training_transform_survives_20000_draws(tmp_path):

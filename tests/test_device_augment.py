@@ -23,7 +23,7 @@ from shunted_lab.data.readers.folder import FolderImages
 from shunted_lab.data.resumable import SeededItems
 from shunted_lab.data.timm_posterize import keep_timm_posterize
 from shunted_lab.exits import ConfigError, DataError
-from shunted_lab.training import train
+from shunted_lab.training.fit import train
 
 CPU = torch.device("cpu")
 FILL = (124, 116, 104)  # the ImageNet mean colour, as timm fills its geometric ops

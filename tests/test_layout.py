@@ -3,6 +3,7 @@ Python file plus one YAML file."""
 
 import ast
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from helpers import ROOT, compose_cfg, read_metrics
 
 import shunted_lab.models.mixers as mixers
 from shunted_lab.models.mixers import base
-from shunted_lab.training import train
+from shunted_lab.training.fit import train
 
 PACKAGE = ROOT / "src" / "shunted_lab"
 # Lowest first. A module may import from a lower layer, or from its own part (package or module).
@@ -127,6 +128,10 @@ def test_the_graph_engine_runs_without_lightning():
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     modules |= {(("." * n.level) + (n.module or "")) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not [m for m in modules if m.startswith(("lightning", "pytorch_lightning", "."))]
+    # Nor do the packages above it: each bench entry's process imports the engine and no Lightning.
+    probe = "import sys, shunted_lab.bench.measure; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "'torch'" in loaded and "lightning" not in loaded and "torchmetrics" not in loaded
 
 
 def test_the_readme_lists_the_layers_in_this_order():

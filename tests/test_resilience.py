@@ -25,8 +25,8 @@ from helpers import (
 
 from shunted_lab.exits import ConfigError, DataError, NonFiniteLossError
 from shunted_lab.run_dirs import JOB_FILE, set_aside_other_job
-from shunted_lab.training import train
 from shunted_lab.training.checkpoint_io import AtomicCheckpointIO
+from shunted_lab.training.fit import train
 
 
 @pytest.mark.slow

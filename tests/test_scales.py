@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from shunted_lab.data import ShapesData
 from shunted_lab.exits import ConfigError
 from shunted_lab.sweeps.write import write_report
-from shunted_lab.training import train
 from shunted_lab.training.classifier import ImageClassifier
+from shunted_lab.training.fit import train
 
 
 def sides(dataset, image_size):

@@ -23,7 +23,7 @@ from shunted_lab.data.scenes import ShapesScenesData, generate_scenes
 from shunted_lab.exits import ConfigError, DataError
 from shunted_lab.models.factory import build_model
 from shunted_lab.models.segmentation import SegmentationModel
-from shunted_lab.training import train
+from shunted_lab.training.fit import train
 from shunted_lab.training.metrics import SegmentationScores
 
 SCENES_TINY = ["objective=segmentation", "data.num_train=32", "data.num_val=16", "data.num_test=16"]

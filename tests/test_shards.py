@@ -19,7 +19,7 @@ from shunted_lab.config import user_step
 from shunted_lab.data.readers.pack import PROGRESS_FILE, main
 from shunted_lab.data.resumable import ResumableSampler, shard_window_order
 from shunted_lab.exits import ConfigError, DataError
-from shunted_lab.training import train
+from shunted_lab.training.fit import train
 
 
 def pack_folder(tmp_path: Path, per_shard: int = 5) -> Path:

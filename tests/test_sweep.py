@@ -26,8 +26,8 @@ from shunted_lab.run_dirs import sweep_id_of
 from shunted_lab.sweeps import wandb_report as wandb_report_module
 from shunted_lab.sweeps.callback import SweepReport
 from shunted_lab.sweeps.wandb_run import SUMMARY_TABLE, VERDICTS_TABLE, report_run_id
-from shunted_lab.training import train
 from shunted_lab.training.classifier import ImageClassifier
+from shunted_lab.training.fit import train
 
 
 def multirun(tmp_path: Path, *overrides: str, sweep_dir: bool = True) -> subprocess.CompletedProcess:

@@ -16,8 +16,8 @@ from shunted_lab.exits import ConfigError
 from shunted_lab.models import FFNS, MIXERS
 from shunted_lab.models.factory import build_model
 from shunted_lab.models.stats import count_params
-from shunted_lab.training import train
 from shunted_lab.training.classifier import ImageClassifier
+from shunted_lab.training.fit import train
 
 # One epoch over a few SHAPES batches: enough to write a checkpoint and its metrics.
 SMALL_RUN = ("data.num_train=128", "data.num_val=64", "data.num_test=64", "trainer.max_epochs=1")

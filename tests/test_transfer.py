@@ -17,8 +17,8 @@ from shunted_lab.exits import ConfigError
 from shunted_lab.models import build_model
 from shunted_lab.models.mixers.swin import resize_bias_table
 from shunted_lab.models.weights import read_state
-from shunted_lab.training import train
 from shunted_lab.training.classifier import ImageClassifier
+from shunted_lab.training.fit import train
 
 
 def best_checkpoint(run_dir):

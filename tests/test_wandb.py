@@ -14,7 +14,7 @@ from helpers import ROOT, SHAPES_TINY, TINY, compose_cfg, read_metrics, wandb_lo
 from shunted_lab.data.shapes import CLASSES
 from shunted_lab.report import main as report_main
 from shunted_lab.sweeps.wandb_run import report_run_id
-from shunted_lab.training import train
+from shunted_lab.training.fit import train
 
 
 @pytest.fixture

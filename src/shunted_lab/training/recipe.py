@@ -22,7 +22,7 @@ from torch import nn
 from torchmetrics import MeanMetric, Metric
 
 from ..config import GRAPH_MODES
-from .graphs import GraphedSteps
+from .graphs.adapter import GraphedSteps
 
 SCHEDULES = ("cosine", "poly")
 

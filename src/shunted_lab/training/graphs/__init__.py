@@ -1,6 +1,3 @@
 """compile=cudagraphs: the training step and evaluation in CUDA graphs. `engine` is torch's and timm's
-only (the benchmarks use it); `adapter` is the LightningModule's side."""
-
-from .adapter import GraphedSteps
-
-__all__ = ["GraphedSteps"]
+only (the benchmarks use it without Lightning, so nothing is imported here); `adapter` is the
+LightningModule's side."""
