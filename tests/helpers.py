@@ -147,7 +147,8 @@ class PoisonWeights(L.Callback):
 
 class StepFile(L.Callback):
     """Test-only: after every optimizer step, write the step reached to `path` and wait `delay` seconds,
-    so that a test can send a signal at a known point of a run in another process."""
+    so that a test can send a signal at a known point of a run in another process. With `in_validation`,
+    the validation batches of the fit do so and the training steps only write their step."""
 
     def __init__(self, path: str, delay: float = 0.0, in_validation: bool = False):
         self.path, self.delay, self.in_validation = Path(path), delay, in_validation
@@ -157,7 +158,8 @@ class StepFile(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.path.write_text(f"train {trainer.global_step}")
-        time.sleep(self.delay)
+        if not self.in_validation:
+            time.sleep(self.delay)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         if self.in_validation and trainer.state.fn == "fit":

@@ -193,25 +193,6 @@ def test_bad_image_folders_are_reported_before_training(tmp_path, make, match):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
-def test_rerunning_a_sweep_skips_completed_jobs_and_reruns_the_rest(tmp_path):
-    command = [*TINY, *SHAPES_TINY, "logger=csv", "hydra.mode=MULTIRUN", "attention=vit,shunted"]
-    command.append(f"hydra.sweep.dir={tmp_path}/sweep")
-    first = run_py(tmp_path, *command)
-    assert first.wait(timeout=600) == 0
-    jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
-    assert len(jobs) == 2
-    kept, lost = jobs
-    kept_before = kept.read_text()
-    lost.unlink()  # as if that job had been killed before it finished
-    second = run_py(tmp_path, *command)
-    output, _ = second.communicate(timeout=600)
-    assert second.returncode == 0, output[-3000:]
-    assert f"{kept.parent.name} is complete (metrics.json); skipped" in output
-    assert kept.read_text() == kept_before and lost.is_file()
-    assert "skipped" not in output.split(lost.parent.name)[-1].splitlines()[0]
-
-
 def test_a_job_directory_left_by_a_job_with_other_overrides_is_set_aside_whole(tmp_path):
     job = tmp_path / "0_shunted-detail_specific-seed0"
     (job / ".hydra").mkdir(parents=True)
@@ -230,22 +211,25 @@ def test_a_job_directory_left_by_a_job_with_other_overrides_is_set_aside_whole(t
 
 
 @pytest.mark.slow
-def test_a_rerun_with_other_parameters_under_the_same_job_numbers_never_takes_the_old_results(tmp_path):
-    """As an unseeded search's rerun gives trial 0 other parameters: job 0 trains afresh, its earlier
-    files kept aside; job 1, the same job, is skipped."""
+def test_a_rerun_skips_complete_jobs_reruns_the_rest_and_never_takes_the_results_of_other_parameters(tmp_path):
+    """Job 2 lost its metrics.json (as if killed before its end): it runs again. Job 0 gets other
+    parameters, as an unseeded search's rerun gives trial 0: it trains afresh, its earlier files kept
+    aside. Job 1, the same job and complete, is skipped."""
     command = [*TINY, *SHAPES_TINY, "logger=csv", "hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path}/sweep"]
-    assert run_py(tmp_path, *command, "optim.lr=0.001,0.002").wait(timeout=600) == 0
-    first, second = sorted((tmp_path / "sweep").glob("*/metrics.json"))
-    second_before = second.read_text()
-    rerun = run_py(tmp_path, *command, "optim.lr=0.003,0.002")
+    assert run_py(tmp_path, *command, "optim.lr=0.001,0.002,0.004").wait(timeout=600) == 0
+    changed, kept, lost = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    kept_before = kept.read_text()
+    lost.unlink()
+    rerun = run_py(tmp_path, *command, "optim.lr=0.003,0.002,0.004")
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output[-3000:]
-    assert json.loads(first.read_text())["config"]["optim"]["lr"] == 0.003
-    old = first.parent / "superseded" / "0"
+    assert json.loads(changed.read_text())["config"]["optim"]["lr"] == 0.003
+    old = changed.parent / "superseded" / "0"
     assert json.loads((old / "metrics.json").read_text())["config"]["optim"]["lr"] == 0.001
-    assert f"{first.parent.name} held a job with other overrides; its files are kept in {old}" in output
-    assert f"{second.parent.name} is complete (metrics.json); skipped" in output
-    assert second.read_text() == second_before
+    assert f"{changed.parent.name} held a job with other overrides; its files are kept in {old}" in output
+    assert f"{kept.parent.name} is complete (metrics.json); skipped" in output and kept.read_text() == kept_before
+    assert json.loads(lost.read_text())["config"]["optim"]["lr"] == 0.004
+    assert "skipped" not in output.split(lost.parent.name)[-1].splitlines()[0]
 
 
 @pytest.mark.slow
