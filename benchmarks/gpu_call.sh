@@ -30,8 +30,10 @@ export PYTHON=${PYTHON:-python3} PYTHONUNBUFFERED=1 PYTHONPATH=$ROOT/src${PYTHON
 if [ "${DRY_RUN:-0}" = 1 ]; then
     # The tiny CPU configuration of benchmarks/README.md ("dry run"); a variable set by the caller wins.
     # The real run's stop: on the CPU nothing is captured, so it comes once the fit has started.
+    # BACKEND=eager: torch.compile's path without AOT compilation (tests/test_compile.py compiles with
+    # aot_eager and checks the numbers; here the call's plumbing is what is rehearsed).
     tiny=(DEVICE=cpu MODEL=shunted_nano IMAGE=64 BATCHES=2 ITERS=1 WARMUP=1 PEERS=0 MIXERS=vit PRECISION=fp32
-        BACKEND=aot_eager SEG_MODEL=nano SEG_IMAGE=64 GRAPH_MODE=cudagraphs-eager RUN_DIR=/tmp/gpu_dry_run
+        BACKEND=eager SEG_MODEL=nano SEG_IMAGE=64 GRAPH_MODE=cudagraphs-eager RUN_DIR=/tmp/gpu_dry_run
         RUN_MODEL=nano RUN_TRAIN=256 RUN_EVAL=32 RUN_BATCH=16 RUN_WORKERS=2 "STOP_AFTER=Total FLOPs"
         DATA_IMAGES=16 DATA_WORKERS=0 DATA_BATCH=8 JPEG_EPOCHS=1 "COMPARE_ARGS=--num-train 128 --epochs 1"
         "TESTS_MARK=not slow" "TESTS_K=odd_last_batch or trains_and_resumes_mid_epoch or waits_for_its_data")
