@@ -85,7 +85,7 @@ def test_a_stop_signal_to_a_ray_sweep_saves_its_running_jobs_and_the_rerun_compl
     step = [
         "+callbacks.step._target_=helpers.StepFile",
         f"+callbacks.step.path={tmp_path}/step",
-        "+callbacks.step.delay=0.1",
+        "+callbacks.step.delay=0.3",  # 20 steps: 6 s a job, well past the signal 2 s into the first one's
     ]
     command = ["seed=0,1", "data.num_train=320", "callbacks.periodic_checkpoint.every_n_train_steps=100000", *step]
     proc = sweep(tmp_path, *command)
